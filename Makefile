@@ -1,0 +1,38 @@
+# Every target creates the environment it needs: a fresh clone runs `make local` or `make test` directly.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+export AWS_DEFAULT_REGION ?= us-east-1
+# `sam build` looks for the Lambda runtime (python3.13) on PATH: the environment's own interpreter.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: local test lint bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PYTHON) || { echo "creating $(VENV) with $$(scripts/find-python)"; "$$(scripts/find-python)" -m venv $(VENV); }
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+local: venv ## run the whole system on this machine
+	$(BIN)/cloudide local
+
+test: venv ## everything CI checks
+	$(BIN)/pytest
+
+lint: venv ## template, workflow and code checks
+	$(BIN)/cfn-lint template.yaml
+	$(BIN)/sam validate --lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: venv ## write bench/results/<name>.json
+	$(PYTHON) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam

@@ -1,0 +1,1 @@
+"""CloudIDE Terminals tooling: operator CLI, local stack, ECS Exec transport and browser gateway."""
