@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+NODE_STAMP := node_modules/.installed-$(shell cksum package-lock.json | cut -d' ' -f1)
 export AWS_DEFAULT_REGION ?= us-east-1
 # `sam build` looks for the Lambda runtime (python3.13) on PATH: the environment's own interpreter.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: local test lint bench clean venv
+.PHONY: local test lint bench clean venv node_modules
 
 venv: $(STAMP)
 
@@ -18,10 +19,17 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-local: venv ## run the whole system on this machine
+# xterm.js and its fit addon for the gateway's page, exactly as package-lock.json pins them.
+node_modules: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+local: venv node_modules ## run the whole system on this machine
 	$(BIN)/cloudide local
 
-test: venv ## everything CI checks
+test: venv node_modules ## everything CI checks
 	$(BIN)/pytest
 
 lint: venv ## template, workflow and code checks
@@ -35,4 +43,4 @@ bench: venv ## write bench/results/<name>.json
 	$(PYTHON) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .aws-sam

@@ -1,0 +1,380 @@
+"""A local stand-in for the SSM agent end of ECS Exec: a real PTY behind a loopback data channel.
+
+The local stack and the tests need something that behaves like ECS Exec without AWS: hand out a
+``streamUrl``/``tokenValue`` pair, accept the client's WebSocket at that URL, and run a command on a
+pseudo-terminal for it. :class:`LocalPeer` follows the agent's rules (SSM_PROTOCOL.md §4-6) with the same
+:class:`~cloudide.transport.channel.DataChannel` the client uses:
+
+* a token opens exactly one data channel, and every data channel starts the command afresh -- the command
+  (``cloudide-shell`` in the local stack, tmux in tests) is what makes the shell persist across channels;
+* the optional handshake asks for the session type (and, for tests, KMS encryption), discarding any other
+  input until it completes, as the agent does;
+* output is read in chunks of at most 1024 bytes without splitting a UTF-8 character, and only as fast as
+  the client acknowledges it (the channel's window);
+* when the command exits, the outgoing buffer is drained (2 s, like the agent) and ``channel_closed`` is
+  sent; when the client goes away, the command gets SIGHUP like any process whose terminal hangs up;
+* :class:`~cloudide.transport.faults.FaultPlan` and :meth:`LocalPeer.cut` inject the failures a real relay
+  produces, and ``idle_timeout`` imitates ECS Exec's idle cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from cloudide.transport.channel import ChannelDropped, ChannelLimits, DataChannel, Transport
+from cloudide.transport.client import ExecCredentials
+from cloudide.transport.faults import FaultPlan, FaultyTransport
+from cloudide.transport.fdio import wait_readable, wait_writable
+from cloudide.transport.protocol import (
+    ActionStatus,
+    FrameError,
+    MessageType,
+    PayloadType,
+    channel_closed,
+    handshake_complete,
+    handshake_request,
+    parse_size,
+)
+
+logger = logging.getLogger(__name__)
+
+AGENT_VERSION = "3.3.1142.0"
+PATH_PREFIX = "/v1/data-channel/"
+IDLE_CUT_MESSAGE = "Your session timed out due to inactivity and has been terminated."
+OPEN_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 15.0
+DRAIN_TIMEOUT = 2.0
+HANGUP_GRACE = 2.0
+
+
+@dataclass
+class _Session:
+    credentials: ExecCredentials
+    command: tuple[str, ...]
+    env: dict[str, str]
+    cwd: str | None
+    handshake: bool
+    kms_key_id: str | None
+    used: bool = False
+    connections: set[ServerConnection] = field(default_factory=set)
+
+
+class LocalPeer:
+    """Serves ``ws://HOST:PORT/v1/data-channel/<session-id>?role=publish_subscribe`` for its sessions."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: FaultPlan | None = None,
+        *,
+        chunk_size: int = 1024,
+        idle_timeout: float | None = None,
+        limits: ChannelLimits | None = None,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self.faults = faults
+        self._chunk_size = chunk_size
+        self._idle_timeout = idle_timeout
+        self._limits = limits or ChannelLimits(give_up_after=None)  # the agent never gives up resending
+        self._sessions: dict[str, _Session] = {}
+        self._server: Server | None = None
+
+    async def __aenter__(self) -> LocalPeer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._serve_connection, self._host, self._port, max_size=2**20, compression=None
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        logger.info("local peer listening", extra={"host": self._host, "port": self._port})
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def new_session(
+        self,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        handshake: bool = False,
+        kms_key_id: str | None = None,
+    ) -> ExecCredentials:
+        """Credentials for one data channel that runs ``command`` on a PTY, shaped as ExecuteCommand's."""
+        if self._server is None:
+            raise RuntimeError("LocalPeer.start() has not been called")
+        if not command:
+            raise ValueError("command must not be empty")
+        session_id = f"ecs-execute-command-{secrets.token_hex(8)}"
+        credentials = ExecCredentials(
+            session_id=session_id,
+            stream_url=f"ws://{self._host}:{self._port}{PATH_PREFIX}{session_id}?role=publish_subscribe",
+            token_value=secrets.token_urlsafe(32),
+        )
+        self._sessions[session_id] = _Session(
+            credentials,
+            tuple(command),
+            dict(env or {}),
+            cwd,
+            handshake=handshake or kms_key_id is not None,
+            kms_key_id=kms_key_id,
+        )
+        return credentials
+
+    def cut(self, session_id: str | None = None) -> int:
+        """Drop live data channels (one session's, or all) without a close frame; returns how many."""
+        cut = 0
+        for session in self._sessions.values():
+            if session_id is None or session.credentials.session_id == session_id:
+                for connection in list(session.connections):
+                    connection.transport.abort()
+                    cut += 1
+        return cut
+
+    async def _serve_connection(self, connection: ServerConnection) -> None:
+        session = await self._authenticate(connection)
+        if session is None:
+            return
+        session.connections.add(connection)
+        transport: Transport = FaultyTransport(connection, self.faults) if self.faults else connection
+        name = f"peer:{session.credentials.session_id}"
+        try:
+            async with DataChannel(
+                transport, sends=MessageType.OUTPUT_STREAM_DATA, limits=self._limits, name=name
+            ) as channel:
+                await self._run_session(session, channel)
+        finally:
+            session.connections.discard(connection)
+            self._sessions.pop(session.credentials.session_id, None)
+
+    async def _authenticate(self, connection: ServerConnection) -> _Session | None:
+        path = connection.request.path if connection.request else ""
+        session_id = path.split("?", 1)[0].removeprefix(PATH_PREFIX)
+        session = self._sessions.get(session_id) if path.startswith(PATH_PREFIX) else None
+        try:
+            opening = await asyncio.wait_for(connection.recv(), OPEN_TIMEOUT)
+            token = json.loads(opening).get("TokenValue") if isinstance(opening, str) else None
+        except (TimeoutError, ConnectionClosed, ValueError, AttributeError):
+            token = None
+        if (
+            session is None
+            or session.used
+            or not token
+            or not secrets.compare_digest(str(token), session.credentials.token_value)
+        ):
+            logger.warning("refused data channel", extra={"path": path})
+            await connection.close(1008, "invalid session or token")
+            return None
+        session.used = True
+        return session
+
+    async def _run_session(self, session: _Session, channel: DataChannel) -> None:
+        session_id = session.credentials.session_id
+        if session.handshake:
+            refusal = await self._handshake(session, channel)
+            if refusal is not None:
+                await channel.send_unsequenced(channel_closed(session_id, refusal))
+                return
+        async with _PtyProcess(session.command, session.env, session.cwd) as process:
+            output = asyncio.create_task(self._pump_output(process, channel))
+            input_ = asyncio.create_task(self._pump_input(process, channel))
+            done, _ = await asyncio.wait({output, input_}, return_when=asyncio.FIRST_COMPLETED)
+            input_.cancel()
+            idle_cut = input_ in done and not input_.cancelled() and input_.result()
+            if output in done or idle_cut:
+                output.cancel()
+                await channel.drain(DRAIN_TIMEOUT)
+                await channel.send_unsequenced(
+                    channel_closed(session_id, IDLE_CUT_MESSAGE if idle_cut else "")
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(channel.close(), DRAIN_TIMEOUT)
+            else:
+                output.cancel()
+            logger.info("session over", extra={"session_id": session_id, "idle_cut": bool(idle_cut)})
+
+    async def _handshake(self, session: _Session, channel: DataChannel) -> str | None:
+        """Run the agent's handshake; returns why the session was refused, or None."""
+        started = time.monotonic_ns()
+        await channel.send(
+            PayloadType.HANDSHAKE_REQUEST,
+            handshake_request(AGENT_VERSION, "InteractiveCommands", session.kms_key_id),
+        )
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                while (message := await channel.receive()).payload_type != PayloadType.HANDSHAKE_RESPONSE:
+                    logger.debug("discarding input during handshake", extra={"type": message.payload_type})
+        except TimeoutError:
+            return "handshake timed out"
+        except ChannelDropped:
+            return "client went away during the handshake"
+        try:
+            response: Any = message.payload_json()
+            actions = {a["ActionType"]: a for a in response["ProcessedClientActions"]}
+        except (FrameError, KeyError, TypeError) as error:
+            return f"malformed HandshakeResponse: {error}"
+        requested = {"SessionType"} | ({"KMSEncryption"} if session.kms_key_id else set())
+        failed = [
+            f"{name}: {actions.get(name, {}).get('Error') or 'not processed'}"
+            for name in sorted(requested)
+            if actions.get(name, {}).get("ActionStatus") != ActionStatus.SUCCESS
+        ]
+        if failed:
+            return "handshake failed: " + "; ".join(failed)
+        await channel.send(PayloadType.HANDSHAKE_COMPLETE, handshake_complete(time.monotonic_ns() - started))
+        return None
+
+    async def _pump_output(self, process: _PtyProcess, channel: DataChannel) -> None:
+        held = b""
+        while chunk := await process.read(self._chunk_size - len(held)):
+            data = held + chunk
+            boundary = utf8_boundary(data)
+            held = data[boundary:]
+            if boundary:
+                await channel.send(PayloadType.OUTPUT, data[:boundary])
+        if held:
+            await channel.send(PayloadType.OUTPUT, held)
+
+    async def _pump_input(self, process: _PtyProcess, channel: DataChannel) -> bool:
+        """Apply client input until the client goes away (False) or stays quiet too long (True)."""
+        while True:
+            try:
+                message = await asyncio.wait_for(channel.receive(), self._idle_timeout)
+            except TimeoutError:
+                return True
+            except ChannelDropped:
+                return False
+            if message.payload_type == PayloadType.OUTPUT:
+                await process.write(message.payload)
+            elif message.payload_type == PayloadType.SIZE:
+                try:
+                    process.resize(*parse_size(message.payload))
+                except FrameError as error:
+                    logger.warning("ignoring bad Size message", extra={"error": str(error)})
+
+
+def utf8_boundary(data: bytes) -> int:
+    """Length of the longest prefix of ``data`` that does not end inside a UTF-8 character."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the first byte of the last character
+            needed = (
+                2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+            )
+            return len(data) if back >= needed else len(data) - back
+    return len(data)
+
+
+class _PtyProcess:
+    """A command on a new pseudo-terminal, with non-blocking reads and writes on the asyncio loop."""
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str], cwd: str | None) -> None:
+        self._command = list(command)
+        # The agent's defaults (SSM_PROTOCOL.md §6), under whatever the caller sets.
+        self._env = {**os.environ, "TERM": "xterm-256color", **env}
+        self._env.setdefault("LANG", "C.UTF-8")
+        self._cwd = cwd
+        self._master = -1
+        self._process: subprocess.Popen[bytes] | None = None
+
+    async def __aenter__(self) -> _PtyProcess:
+        master, slave = os.openpty()
+        try:
+            self._set_size(slave, 24, 80)
+            self._process = subprocess.Popen(
+                self._command,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                env=self._env,
+                cwd=self._cwd,
+                start_new_session=True,
+                preexec_fn=_take_controlling_terminal,
+            )
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        os.set_blocking(master, False)
+        self._master = master
+        logger.info("started command", extra={"command": self._command, "pid": self._process.pid})
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        process = self._process
+        assert process is not None
+        if process.poll() is None:
+            # Closing the master hangs up the terminal; tmux clients detach, shells exit.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGHUP)
+        os.close(self._master)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(process.wait), HANGUP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of output; b"" once every process has closed the terminal."""
+        while True:
+            try:
+                return os.read(self._master, size)
+            except BlockingIOError:
+                await wait_readable(self._master)
+            except OSError as error:
+                if error.errno == errno.EIO:  # Linux: the slave side is closed
+                    return b""
+                raise
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._master, view) :]
+            except BlockingIOError:
+                await wait_writable(self._master)
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._set_size(self._master, rows, cols)
+
+    @staticmethod
+    def _set_size(fd: int, rows: int, cols: int) -> None:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _take_controlling_terminal() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)

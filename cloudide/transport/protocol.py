@@ -1,0 +1,299 @@
+"""Wire format of the SSM Session Manager data channel (the protocol behind ECS Exec).
+
+Every message after the open-data-channel text frame is one binary ``ClientMessage`` (SSM_PROTOCOL.md §2):
+a fixed 120-byte header followed by the payload. This module only turns messages into bytes and back, and
+builds the small JSON payloads the protocol defines, so that sequencing (``channel``), the client and the
+local peer never touch offsets or digests.
+
+Why the decoder is strict: the AWS client drops (and so never acknowledges) a frame whose digest does not
+match, which makes the sender retransmit it. Raising a precise :class:`FrameError` lets the channel do the
+same and log *why* a frame was refused, instead of delivering corrupted terminal output.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+HEADER_LENGTH = 116
+"""The value every writer puts in HeaderLength: the offset of PayloadLength, not the header size."""
+PAYLOAD_OFFSET = HEADER_LENGTH + 4
+MESSAGE_TYPE_LENGTH = 32
+SCHEMA_VERSION = 1
+CLIENT_VERSION = "1.2.677.0"
+"""Reported to the agent; at least 1.2.312.0 so that agents do not warn about output separation."""
+
+_HEADER = struct.Struct(">I32sIQqQ16s32sII")
+assert _HEADER.size == PAYLOAD_OFFSET
+
+
+class MessageType(enum.StrEnum):
+    INPUT_STREAM_DATA = "input_stream_data"
+    OUTPUT_STREAM_DATA = "output_stream_data"
+    ACKNOWLEDGE = "acknowledge"
+    CHANNEL_CLOSED = "channel_closed"
+    START_PUBLICATION = "start_publication"
+    PAUSE_PUBLICATION = "pause_publication"
+
+
+# The service sends publication messages with unreliable lengths and digests (SSM_PROTOCOL.md §2, [G]);
+# the AWS client accepts them unchecked, and so do we.
+_UNCHECKED_TYPES = frozenset({MessageType.START_PUBLICATION, MessageType.PAUSE_PUBLICATION})
+
+
+class PayloadType(enum.IntEnum):
+    NONE = 0
+    OUTPUT = 1
+    ERROR = 2
+    SIZE = 3
+    PARAMETER = 4
+    HANDSHAKE_REQUEST = 5
+    HANDSHAKE_RESPONSE = 6
+    HANDSHAKE_COMPLETE = 7
+    ENC_CHALLENGE_REQUEST = 8
+    ENC_CHALLENGE_RESPONSE = 9
+    FLAG = 10
+    STDERR = 11
+    EXIT_CODE = 12
+
+
+class Flags(enum.IntFlag):
+    NONE = 0
+    SYN = 1
+    FIN = 2
+
+
+class ActionStatus(enum.IntEnum):
+    SUCCESS = 1
+    FAILED = 2
+    UNSUPPORTED = 3
+
+
+class FrameError(ValueError):
+    """A binary frame that must not be processed (and so must not be acknowledged)."""
+
+
+class TruncatedFrame(FrameError):
+    pass
+
+
+class DigestMismatch(FrameError):
+    pass
+
+
+class UnknownMessageType(FrameError):
+    """A well-formed frame of a type this implementation does not know; callers log and ignore it."""
+
+    def __init__(self, message_type: str) -> None:
+        super().__init__(f"unknown message type {message_type!r}")
+        self.message_type = message_type
+
+
+class MalformedFrame(FrameError):
+    pass
+
+
+def now_millis() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    """One data-channel message; ``payload_type`` is an ``int``: the service sends values beyond the enum."""
+
+    message_type: MessageType
+    sequence_number: int
+    payload: bytes
+    payload_type: int = PayloadType.NONE
+    flags: int = Flags.NONE
+    message_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    created_date: int = field(default_factory=now_millis)
+    schema_version: int = SCHEMA_VERSION
+
+    def payload_json(self) -> Any:
+        """The payload parsed as JSON, with a :class:`MalformedFrame` naming the message on failure."""
+        try:
+            return json.loads(self.payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise MalformedFrame(
+                f"{self.message_type} seq {self.sequence_number}: payload is not JSON ({error})"
+            ) from error
+
+
+def encode(message: ClientMessage) -> bytes:
+    name = message.message_type.encode("ascii")
+    if len(name) > MESSAGE_TYPE_LENGTH:
+        raise ValueError(f"message type {message.message_type!r} is longer than {MESSAGE_TYPE_LENGTH} bytes")
+    if message.created_date <= 0:
+        raise ValueError("created_date must be a positive epoch-milliseconds value")
+    wire_id = message.message_id.bytes[8:] + message.message_id.bytes[:8]
+    header = _HEADER.pack(
+        HEADER_LENGTH,
+        name.ljust(MESSAGE_TYPE_LENGTH, b" "),
+        message.schema_version,
+        message.created_date,
+        message.sequence_number,
+        message.flags,
+        wire_id,
+        hashlib.sha256(message.payload).digest(),
+        message.payload_type,
+        len(message.payload),
+    )
+    return header + message.payload
+
+
+def decode(frame: bytes) -> ClientMessage:
+    """Parse one binary frame, checking what the AWS client checks (SSM_PROTOCOL.md §2).
+
+    The payload runs from byte 120 to the end of the frame, as both AWS implementations read it;
+    PayloadLength is only used to decide whether to check the digest.
+    """
+    if len(frame) < PAYLOAD_OFFSET:
+        raise TruncatedFrame(f"frame is {len(frame)} bytes, shorter than the {PAYLOAD_OFFSET}-byte header")
+    (
+        header_length,
+        raw_type,
+        schema_version,
+        created_date,
+        sequence_number,
+        flags,
+        wire_id,
+        digest,
+        payload_type,
+        payload_length,
+    ) = _HEADER.unpack_from(frame)
+    try:
+        type_name = raw_type.strip(b"\x00").decode("ascii").strip()
+    except UnicodeDecodeError as error:
+        raise MalformedFrame(f"message type is not ASCII: {raw_type!r}") from error
+    try:
+        message_type = MessageType(type_name)
+    except ValueError:
+        raise UnknownMessageType(type_name) from None
+    payload = bytes(frame[PAYLOAD_OFFSET:])
+    if message_type not in _UNCHECKED_TYPES:
+        if header_length == 0:
+            raise MalformedFrame(f"{type_name}: HeaderLength is 0")
+        if created_date == 0:
+            raise MalformedFrame(f"{type_name}: CreatedDate is 0")
+        if payload_length != 0 and hashlib.sha256(payload).digest() != digest:
+            raise DigestMismatch(
+                f"{type_name} seq {sequence_number}: payload digest does not match its SHA-256 "
+                f"({len(payload)} payload bytes)"
+            )
+    return ClientMessage(
+        message_type=message_type,
+        sequence_number=sequence_number,
+        payload=payload,
+        payload_type=payload_type,
+        flags=flags,
+        message_id=uuid.UUID(bytes=wire_id[8:] + wire_id[:8]),
+        created_date=created_date,
+        schema_version=schema_version,
+    )
+
+
+def _compact_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def open_data_channel(token_value: str, client_id: str, *, client_version: str = CLIENT_VERSION) -> str:
+    """The first (text) frame on a fresh WebSocket: the token is the only credential the service checks."""
+    return json.dumps(
+        {
+            "MessageSchemaVersion": "1.0",
+            "RequestId": str(uuid.uuid4()),
+            "TokenValue": token_value,
+            "ClientId": client_id,
+            "ClientVersion": client_version,
+        },
+        separators=(",", ":"),
+    )
+
+
+def acknowledgement(acked: ClientMessage) -> ClientMessage:
+    """The ack for a sequenced message; receivers match it by sequence number only (SSM_PROTOCOL.md §4)."""
+    content = {
+        "AcknowledgedMessageType": acked.message_type.value,
+        "AcknowledgedMessageId": str(acked.message_id),
+        "AcknowledgedMessageSequenceNumber": acked.sequence_number,
+        "IsSequentialMessage": True,
+    }
+    return ClientMessage(
+        message_type=MessageType.ACKNOWLEDGE,
+        sequence_number=0,
+        payload=_compact_json(content),
+        flags=Flags.SYN | Flags.FIN,
+    )
+
+
+def acknowledged_sequence_number(ack: ClientMessage) -> int:
+    content = ack.payload_json()
+    number = content.get("AcknowledgedMessageSequenceNumber") if isinstance(content, dict) else None
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise MalformedFrame(f"acknowledge without an integer AcknowledgedMessageSequenceNumber: {content!r}")
+    return number
+
+
+def size_payload(rows: int, cols: int) -> bytes:
+    if not (0 < rows < 2**32 and 0 < cols < 2**32):
+        raise ValueError(f"terminal size must be positive: rows={rows} cols={cols}")
+    return _compact_json({"cols": cols, "rows": rows})
+
+
+def parse_size(payload: bytes) -> tuple[int, int]:
+    """``(rows, cols)`` from a Size payload."""
+    try:
+        content = json.loads(payload)
+        rows, cols = int(content["rows"]), int(content["cols"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise MalformedFrame(f"Size payload is not {{'cols': n, 'rows': n}}: {payload[:100]!r}") from error
+    return rows, cols
+
+
+def handshake_response(processed_actions: list[dict[str, Any]], errors: list[str] | None = None) -> bytes:
+    return _compact_json(
+        {
+            "ClientVersion": CLIENT_VERSION,
+            "ProcessedClientActions": processed_actions,
+            "Errors": errors or None,
+        }
+    )
+
+
+def processed_action(action_type: str, status: ActionStatus, error: str = "") -> dict[str, Any]:
+    return {"ActionType": action_type, "ActionStatus": int(status), "ActionResult": None, "Error": error}
+
+
+def handshake_request(agent_version: str, session_type: str, kms_key_id: str | None = None) -> bytes:
+    actions: list[dict[str, Any]] = [
+        {"ActionType": "SessionType", "ActionParameters": {"SessionType": session_type, "Properties": None}}
+    ]
+    if kms_key_id is not None:
+        actions.append({"ActionType": "KMSEncryption", "ActionParameters": {"KMSKeyId": kms_key_id}})
+    return _compact_json({"AgentVersion": agent_version, "RequestedClientActions": actions})
+
+
+def handshake_complete(elapsed_ns: int, customer_message: str = "") -> bytes:
+    return _compact_json({"HandshakeTimeToComplete": elapsed_ns, "CustomerMessage": customer_message})
+
+
+def channel_closed(session_id: str, output: str = "") -> ClientMessage:
+    content = {
+        "MessageId": str(uuid.uuid4()),
+        "CreatedDate": str(now_millis()),
+        "DestinationId": "",
+        "SessionId": session_id,
+        "MessageType": MessageType.CHANNEL_CLOSED.value,
+        "SchemaVersion": SCHEMA_VERSION,
+        "Output": output,
+    }
+    return ClientMessage(
+        message_type=MessageType.CHANNEL_CLOSED, sequence_number=0, payload=_compact_json(content)
+    )

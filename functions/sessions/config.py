@@ -1,0 +1,74 @@
+"""Configuration of the control plane, parsed once per cold start from the function's environment.
+
+The template sets these variables; parsing them into one typed model at import time means a
+misconfigured deployment fails loudly on the first invocation instead of deep inside a request.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
+
+from sessions.tiers import TIERS
+
+
+def _split_list(value: object) -> object:
+    """Comma-separated environment values ("subnet-a,subnet-b") become lists."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _json_object(value: object) -> object:
+    if isinstance(value, str):
+        return json.loads(value) if value.strip() else {}
+    return value
+
+
+CommaList = Annotated[list[str], BeforeValidator(_split_list)]
+JsonMap = Annotated[dict[str, str], BeforeValidator(_json_object)]
+
+
+class Settings(BaseModel):
+    """Everything a function needs to know about its deployment; see template.yaml for the sources."""
+
+    sessions_table: str = Field(validation_alias="SESSIONS_TABLE")
+    idempotency_table: str = Field("", validation_alias="IDEMPOTENCY_TABLE")
+    workspace_bucket: str = Field("", validation_alias="WORKSPACE_BUCKET")
+    cluster: str = Field("", validation_alias="CLUSTER_ARN")
+    state_machine_arn: str = Field("", validation_alias="STATE_MACHINE_ARN")
+    container_name: str = Field("terminal", validation_alias="CONTAINER_NAME")
+    # image name -> task definition ARN (or family); also the allow-list the API validates against.
+    images: JsonMap = Field(default_factory=dict, validation_alias="IMAGES")
+    default_image: str = Field("base", validation_alias="DEFAULT_IMAGE")
+    allowed_tiers: CommaList = Field(default_factory=lambda: ["small"], validation_alias="ALLOWED_TIERS")
+    default_tier: str = Field("small", validation_alias="DEFAULT_TIER")
+    subnets: CommaList = Field(default_factory=list, validation_alias="SUBNETS")
+    security_groups: CommaList = Field(default_factory=list, validation_alias="SECURITY_GROUPS")
+    use_spot: bool = Field(False, validation_alias="USE_FARGATE_SPOT")
+    shell_command: str = Field("/usr/local/bin/cloudide-shell", validation_alias="SHELL_COMMAND")
+    idle_timeout_default_minutes: int = Field(30, ge=1, validation_alias="IDLE_TIMEOUT_DEFAULT_MINUTES")
+    idle_timeout_min_minutes: int = Field(5, ge=1, validation_alias="IDLE_TIMEOUT_MIN_MINUTES")
+    idle_timeout_max_minutes: int = Field(240, ge=1, validation_alias="IDLE_TIMEOUT_MAX_MINUTES")
+    max_lifetime_hours: float = Field(12, gt=0, validation_alias="MAX_LIFETIME_HOURS")
+    sessions_per_user: int = Field(3, ge=1, validation_alias="SESSIONS_PER_USER")
+    global_session_cap: int = Field(500, ge=1, validation_alias="GLOBAL_SESSION_CAP")
+    retention_days: int = Field(30, ge=1, validation_alias="RETENTION_DAYS")
+    # How long the watch step polls DescribeTasks for the exec agent before handing back to the
+    # workflow's Retry (each retry is a billed state transition; a short poll saves most of them).
+    agent_poll_seconds: float = Field(6.0, ge=0, validation_alias="AGENT_POLL_SECONDS")
+
+    model_config = {"populate_by_name": True}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        unknown = [t for t in self.allowed_tiers if t not in TIERS]
+        if unknown:
+            raise ValueError(f"ALLOWED_TIERS names unknown tiers {unknown}; known: {sorted(TIERS)}")
+        if self.default_tier not in self.allowed_tiers:
+            raise ValueError(f"DEFAULT_TIER {self.default_tier!r} is not in ALLOWED_TIERS")
+        if not self.idle_timeout_min_minutes <= self.idle_timeout_default_minutes <= self.idle_timeout_max_minutes:
+            raise ValueError("IDLE_TIMEOUT_DEFAULT_MINUTES must lie within the MIN/MAX bounds")
+        return self

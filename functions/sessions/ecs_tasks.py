@@ -1,0 +1,162 @@
+"""The ECS side of a session: start, inspect, stop and open a shell in its Fargate task.
+
+Only this module speaks ECS; the lifecycle sees tasks as small value objects and two exceptions that
+say whether trying again can help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from sessions.config import Settings
+from sessions.record import Session
+from sessions.tiers import TIERS
+
+# Marks this product's tasks in the cluster (task-state events carry `group`, not tags).
+TASK_GROUP = "cloudide-terminals"
+EXEC_AGENT = "ExecuteCommandAgent"
+_TRANSIENT_FAILURES = ("capacity is unavailable", "resource:", "throttl", "rate exceeded")
+_THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+
+
+class CapacityUnavailable(Exception):
+    """RunTask found no capacity (or was throttled): the workflow retries with backoff."""
+
+
+class ProvisioningFailed(Exception):
+    """RunTask refused the task for a reason retrying cannot fix (bad task definition, subnets...)."""
+
+
+@dataclass(frozen=True)
+class TaskView:
+    task_arn: str
+    last_status: str
+    agent_status: str | None
+    stop_code: str | None
+    stopped_reason: str | None
+    exit_code: int | None
+
+
+def workspace_prefix(session: Session) -> str:
+    """Each owner's project has its own prefix; credentials are scoped to it (SECURITY.md)."""
+    return f"workspaces/{session.owner_id}/{session.project_id}/"
+
+
+class EcsTasks:
+    def __init__(self, settings: Settings, *, client: Any | None = None) -> None:
+        self._settings = settings
+        self._client = client or boto3.client(
+            "ecs", config=Config(retries={"mode": "standard", "max_attempts": 3})
+        )
+
+    def run(self, session: Session, *, client_token: str, spot: bool) -> str:
+        """Start the session's task and return its ARN; the token makes a retried call start none twice."""
+        tier = TIERS[session.tier]
+        provider = "FARGATE_SPOT" if spot else "FARGATE"
+        try:
+            response = self._client.run_task(
+                cluster=self._settings.cluster,
+                taskDefinition=self._settings.images[session.image],
+                count=1,
+                clientToken=client_token,
+                enableExecuteCommand=True,
+                capacityProviderStrategy=[{"capacityProvider": provider, "weight": 1}],
+                networkConfiguration={
+                    "awsvpcConfiguration": {
+                        "subnets": self._settings.subnets,
+                        "securityGroups": self._settings.security_groups,
+                        "assignPublicIp": "DISABLED",
+                    }
+                },
+                overrides={
+                    "cpu": str(tier.cpu),
+                    "memory": str(tier.memory),
+                    "containerOverrides": [
+                        {
+                            "name": self._settings.container_name,
+                            "environment": [
+                                {"name": "SESSION_ID", "value": session.session_id},
+                                {"name": "WORKSPACE_PREFIX", "value": workspace_prefix(session)},
+                            ],
+                        }
+                    ],
+                },
+                startedBy=session.session_id,
+                group=TASK_GROUP,
+                tags=[
+                    {"key": "session-id", "value": session.session_id},
+                    {"key": "owner-id", "value": session.owner_id},
+                ],
+                propagateTags="TASK_DEFINITION",
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            message = error.response.get("Error", {}).get("Message", str(error))
+            if code in _THROTTLING_CODES or "capacity" in message.lower():
+                raise CapacityUnavailable(f"{code}: {message}") from error
+            raise ProvisioningFailed(f"{code}: {message}") from error
+        if response.get("failures"):
+            failure = response["failures"][0]
+            reason = " ".join(filter(None, (failure.get("reason"), failure.get("detail"))))
+            if any(marker in reason.lower() for marker in _TRANSIENT_FAILURES):
+                raise CapacityUnavailable(reason)
+            raise ProvisioningFailed(reason)
+        return str(response["tasks"][0]["taskArn"])
+
+    def find_for_session(self, session_id: str) -> list[str]:
+        """Tasks started for this session, for the rare case a task exists that the record missed."""
+        arns: list[str] = []
+        # ListTasks' default desiredStatus is RUNNING: the tasks that still cost money.
+        paginator = self._client.get_paginator("list_tasks")
+        for page in paginator.paginate(cluster=self._settings.cluster, startedBy=session_id):
+            arns.extend(page.get("taskArns", []))
+        return arns
+
+    def describe(self, task_arn: str) -> TaskView | None:
+        tasks = self._client.describe_tasks(cluster=self._settings.cluster, tasks=[task_arn]).get("tasks", [])
+        if not tasks:
+            return None
+        task = tasks[0]
+        container = next(
+            (c for c in task.get("containers", []) if c.get("name") == self._settings.container_name),
+            (task.get("containers") or [{}])[0],
+        )
+        agent = next((a for a in container.get("managedAgents", []) if a.get("name") == EXEC_AGENT), {})
+        return TaskView(
+            task_arn=task_arn,
+            last_status=task.get("lastStatus", ""),
+            agent_status=agent.get("lastStatus"),
+            stop_code=task.get("stopCode"),
+            stopped_reason=task.get("stoppedReason"),
+            exit_code=container.get("exitCode"),
+        )
+
+    def stop(self, task_arn: str, reason: str) -> None:
+        try:
+            self._client.stop_task(cluster=self._settings.cluster, task=task_arn, reason=reason[:255])
+        except ClientError as error:
+            # Stopping a task that is already gone is the outcome we wanted.
+            if error.response.get("Error", {}).get("Code") not in ("InvalidParameterException",):
+                raise
+
+    def open_shell(self, task_arn: str, *, read_only: bool = False) -> dict[str, str]:
+        """ECS Exec with the image's fixed wrapper: the only command any user can ever run as root."""
+        command = self._settings.shell_command + (" --read-only" if read_only else "")
+        response = self._client.execute_command(
+            cluster=self._settings.cluster,
+            task=task_arn,
+            container=self._settings.container_name,
+            command=command,
+            interactive=True,
+        )
+        session = response["session"]
+        return {
+            "sessionId": session["sessionId"],
+            "streamUrl": session["streamUrl"],
+            "tokenValue": session["tokenValue"],
+        }

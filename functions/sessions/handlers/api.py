@@ -1,0 +1,173 @@
+"""REST API: thin routes over SessionService. The owner is always the authorizer's `sub` claim, so a
+caller can only ever address their own sessions; anyone else's look exactly like missing ones (404)."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from sessions.api_models import (
+    SESSION_ID_PATTERN,
+    ConnectRequest,
+    ConnectResponse,
+    ErrorBody,
+    SessionList,
+    SessionView,
+    StartSessionRequest,
+)
+from sessions.errors import ApiError, Conflict
+from sessions.observability import logger, metrics, tracer
+from sessions.wiring import components
+
+# API Gateway accepts 10 MB; no valid request here is more than a few hundred bytes.
+MAX_BODY_BYTES = 16 * 1024
+IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
+
+app = APIGatewayRestResolver(enable_validation=True)
+app.enable_swagger(path="/openapi", title="CloudIDE Terminals API", version="1.0.0")
+
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session's id")]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"model": ErrorBody}}}
+    for code, text in (
+        (400, "Invalid request"),
+        (401, "Missing or invalid token"),
+        (404, "No such session (or not yours)"),
+        (409, "The session is not in a status that allows this"),
+        (413, "Body too large"),
+        (422, "Request failed validation"),
+        (429, "Session quota reached"),
+        (503, "Temporarily unavailable"),
+    )
+}
+
+
+def _owner() -> str:
+    claims = app.current_event.request_context.authorizer.claims or {}
+    owner = claims.get("sub")
+    if not owner:
+        # API Gateway's authorizer rejects such calls first; this is the guard for misconfiguration.
+        raise ApiError("the request carries no authenticated user")
+    return str(owner)
+
+
+def _error(status: int, body: dict[str, Any]) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+@app.exception_handler(ApiError)
+def _api_error(error: ApiError) -> Response:
+    return _error(error.status, error.body())
+
+
+@app.exception_handler(RequestValidationError)
+def _validation_error(error: RequestValidationError) -> Response:
+    problems = error.errors()
+    first = problems[0] if problems else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body",)] or ["body"]
+    field = ".".join(location)
+    message = f"{field}: {first.get('msg', 'invalid')}"
+    if len(problems) > 1:
+        message += f" (and {len(problems) - 1} more problem(s))"
+    return _error(HTTPStatus.UNPROCESSABLE_ENTITY, {"code": "ValidationError", "message": message, "field": field})
+
+
+@app.exception_handler(IdempotencyValidationError)
+def _idempotency_mismatch(_: IdempotencyValidationError) -> Response:
+    return _api_error(Conflict("this Idempotency-Key was used with a different request body", field="Idempotency-Key"))
+
+
+@app.exception_handler(IdempotencyAlreadyInProgressError)
+def _idempotency_in_progress(_: IdempotencyAlreadyInProgressError) -> Response:
+    return _api_error(Conflict("a request with this Idempotency-Key is still in progress", field="Idempotency-Key"))
+
+
+@app.post("/sessions", responses={202: {"description": "Session accepted; poll until READY"}, **ERRORS})
+def start_session(
+    request: Annotated[StartSessionRequest, Body()],
+    idempotency_key: Annotated[
+        str | None, Header(alias="idempotency-key", min_length=1, max_length=128, description="Safe retries")
+    ] = None,
+) -> Response[SessionView]:
+    owner = _owner()
+    if idempotency_key:
+        view = _start_once(start={"ownerId": owner, "key": idempotency_key, "body": request.model_dump()})
+    else:
+        view = components().service.start(owner, request).public()
+    return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(view))
+
+
+def _start_once(start: dict[str, Any]) -> dict[str, Any]:
+    """The same owner and Idempotency-Key within the window get the first answer, not a new session."""
+    settings = components().settings
+    store = DynamoDBPersistenceLayer(table_name=settings.idempotency_table)
+    config = IdempotencyConfig(
+        event_key_jmespath="[ownerId, key]",
+        payload_validation_jmespath="body",
+        expires_after_seconds=IDEMPOTENCY_WINDOW_SECONDS,
+    )
+
+    @idempotent_function(data_keyword_argument="start", persistence_store=store, config=config)
+    def start_once(start: dict[str, Any]) -> dict[str, Any]:
+        request = StartSessionRequest.model_validate(start["body"])
+        return components().service.start(start["ownerId"], request).public()
+
+    return start_once(start=start)
+
+
+@app.get("/sessions", responses=ERRORS)
+def list_sessions() -> SessionList:
+    sessions = components().service.list(_owner())
+    return SessionList(sessions=[SessionView.model_validate(s.public()) for s in sessions])
+
+
+@app.get("/sessions/<session_id>", responses=ERRORS)
+def get_session(session_id: SessionId) -> SessionView:
+    return SessionView.model_validate(components().service.get(_owner(), session_id).public())
+
+
+@app.post("/sessions/<session_id>/activity", responses={202: {"description": "Activity recorded"}, **ERRORS})
+def report_activity(session_id: SessionId) -> Response[SessionView]:
+    session = components().service.report_activity(_owner(), session_id)
+    return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(session.public()))
+
+
+@app.delete("/sessions/<session_id>", responses={202: {"description": "Stop requested"}, **ERRORS})
+def stop_session(session_id: SessionId) -> Response[SessionView]:
+    session = components().service.stop(_owner(), session_id)
+    return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(session.public()))
+
+
+@app.post("/sessions/<session_id>/connect", responses=ERRORS)
+def connect(session_id: SessionId, request: Annotated[ConnectRequest | None, Body()] = None) -> ConnectResponse:
+    read_only = bool(request and request.readOnly)
+    return ConnectResponse.model_validate(components().service.connect(_owner(), session_id, read_only=read_only))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    body = event.get("body") or ""
+    if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
+        return {
+            "statusCode": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "body": f'{{"code": "PayloadTooLarge", "message": "body exceeds {MAX_BODY_BYTES} bytes", "field": "body"}}',
+        }
+    return app.resolve(event, context)

@@ -1,0 +1,353 @@
+"""The decisions of a session's life, called by the workflow's steps, the task-event handler and the API.
+
+The workflow (statemachines/session_lifecycle.asl.json) parks a callback token at each point where it
+waits for the outside world: the task running (provision), a stop request or idle/lifetime limit
+(watch), the task stopping (stop). Whoever changes the record afterwards calls :meth:`Lifecycle.settle`,
+which answers the parked token if what it waits for has happened. Because the step that parks a token
+also settles after parking, the two orders of "event arrives" and "token parked" both complete.
+
+Idle and lifetime limits cost no polling: the watch step's heartbeat timeout is the idle timeout
+(activity reports send heartbeats) and its task timeout is the remaining lifetime, so a session's
+state transitions grow with its idle periods, not with its length.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sessions import clock
+from sessions.callbacks import WorkflowCallbacks
+from sessions.config import Settings
+from sessions.ecs_tasks import CapacityUnavailable, EcsTasks, ProvisioningFailed
+from sessions.record import Session, Status, WaitingFor
+from sessions.store import SessionStore, TransitionRejected
+
+# Below this remaining lifetime the session is stopped rather than watched for a few more seconds.
+_LIFETIME_SLACK_SECONDS = 5
+OOM_EXIT_CODE = 137
+
+
+class StopRequested(Exception):
+    """Raised into the workflow when a stop was requested before the session became ready."""
+
+
+class TaskStopped(Exception):
+    """Raised into the workflow when the task ended on its own; the record already says why."""
+
+
+class AgentNotReady(Exception):
+    """The ECS Exec agent is not running yet; the workflow retries with backoff, bounded."""
+
+
+__all__ = [
+    "AgentNotReady",
+    "CapacityUnavailable",
+    "Lifecycle",
+    "ProvisioningFailed",
+    "StopRequested",
+    "TaskStopped",
+]
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    """What ECS said about a session's task (from a task-state event or DescribeTasks)."""
+
+    task_arn: str
+    last_status: str
+    stop_code: str | None = None
+    stopped_reason: str | None = None
+    exit_code: int | None = None
+    version: int | None = None
+
+    def as_fields(self) -> dict[str, Any]:
+        return {
+            "taskArn": self.task_arn,
+            "taskStatus": self.last_status,
+            "stopCode": self.stop_code,
+            "taskStoppedReason": self.stopped_reason,
+            "exitCode": self.exit_code,
+        }
+
+
+def watch_limits(session: Session, moment: datetime | None = None) -> dict[str, int]:
+    """Heartbeat (idle) and timeout (lifetime) seconds for the watch step, as Step Functions wants them.
+
+    HeartbeatSeconds must stay below TimeoutSeconds, so the idle window is clipped to the lifetime.
+    """
+    moment = moment or clock.now()
+    remaining = int((clock.parse(session.lifetime_deadline) - moment).total_seconds())
+    timeout = max(remaining, 2)
+    return {"idleTimeoutSeconds": min(session.idle_timeout_seconds, timeout - 1), "lifetimeRemainingSeconds": timeout}
+
+
+def stop_reason(session: Session, moment: datetime | None = None) -> str | None:
+    """Why a live session should stop now, or None. A user's request wins over the limits."""
+    moment = moment or clock.now()
+    if session.stop_requested_at:
+        return f"stopped by {session.stop_requested_by or 'user'}"
+    lifetime_left = (clock.parse(session.lifetime_deadline) - moment).total_seconds()
+    if lifetime_left <= _LIFETIME_SLACK_SECONDS:
+        return f"reached the maximum lifetime of {_duration(session.max_lifetime_seconds)}"
+    if moment >= clock.parse(session.idle_deadline):
+        return f"idle for {_duration(session.idle_timeout_seconds)}"
+    return None
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+def ending(session: Session) -> tuple[Status, str]:
+    """The final status and reason of a session whose task has stopped."""
+    if session.status is Status.STOPPING:
+        return session.end_status or Status.STOPPED, session.status_reason or "stopped"
+    if session.stop_requested_at:
+        return Status.STOPPED, stop_reason(session) or "stopped by user"
+    code, detail = session.stop_code, session.task_stopped_reason or "no reason given"
+    if session.exit_code == OOM_EXIT_CODE:
+        return Status.FAILED, "out of memory: the terminal exceeded its tier's memory (exit code 137)"
+    if code == "SpotInterruption":
+        return Status.STOPPED, "Fargate Spot reclaimed the capacity (SpotInterruption); the workspace was flushed"
+    if code == "TaskFailedToStart":
+        return Status.FAILED, f"the task failed to start: {detail}"
+    if code == "EssentialContainerExited":
+        return Status.FAILED, f"the terminal container exited (exit code {session.exit_code}): {detail}"
+    return Status.FAILED, f"the task stopped unexpectedly ({code or 'unknown stop code'}): {detail}"
+
+
+def failure_reason(session: Session, error: dict[str, Any]) -> str:
+    """A readable reason for the workflow's failure path, from the Step Functions error object."""
+    name = str(error.get("Error", "Error"))
+    cause = str(error.get("Cause", ""))
+    try:
+        cause = json.loads(cause).get("errorMessage", cause)
+    except (ValueError, AttributeError):
+        pass
+    if name in ("States.Timeout", "States.HeartbeatTimeout"):
+        return f"the task did not start in time (still {session.task_status or session.status.value})"
+    if name == "AgentNotReady":
+        return "the ECS Exec agent did not become ready in time"
+    if name == "CapacityUnavailable":
+        return f"no Fargate capacity after {session.provision_attempts} attempts: {cause}"
+    if name == "ProvisioningFailed":
+        return f"could not start the task: {cause}"
+    return f"{name}: {cause}"[:500]
+
+
+class Lifecycle:
+    def __init__(
+        self, settings: Settings, store: SessionStore, tasks: EcsTasks, callbacks: WorkflowCallbacks
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._tasks = tasks
+        self._callbacks = callbacks
+
+    # Workflow steps ------------------------------------------------------------------------------
+
+    def provision(self, session_id: str, token: str) -> None:
+        """Start the task (at most once per attempt) and park the token until it runs."""
+        session = self._require_live(session_id)
+        if session.stop_requested_at:
+            raise StopRequested(stop_reason(session))
+        if session.status is Status.PROVISIONING:
+            try:
+                task_arn, provider = self._start_task(session)
+            except CapacityUnavailable:
+                self._count_attempt(session)
+                raise
+            try:
+                session = self._store.transition(
+                    session_id,
+                    Status.STARTING,
+                    allowed_from=(Status.PROVISIONING,),
+                    reason="task starting",
+                    fields={"taskArn": task_arn, "capacityProvider": provider},
+                )
+            except TransitionRejected as rejected:
+                # The task's own events already ended the session (it died at once).
+                raise TaskStopped((rejected.session and rejected.session.status_reason) or "ended") from rejected
+        self._park(session_id, token, WaitingFor.RUNNING)
+
+    def _start_task(self, session: Session) -> tuple[str, str]:
+        """RunTask on Spot when configured, falling back to on-demand at once when Spot has no capacity.
+
+        The client token names the attempt: a retried invocation of the same attempt gets the task the
+        first one started, while an attempt that ECS refused (no task) lets the next use a fresh token.
+        """
+        token = f"{session.session_id}-{session.provision_attempts}"
+        if self._settings.use_spot:
+            try:
+                return self._tasks.run(session, client_token=f"{token}-spot", spot=True), "FARGATE_SPOT"
+            except CapacityUnavailable:
+                pass
+        return self._tasks.run(session, client_token=token, spot=False), "FARGATE"
+
+    def _count_attempt(self, session: Session) -> None:
+        """A failed attempt started no task, so the next one may use a fresh client token."""
+        try:
+            self._store.update_fields(
+                session.session_id,
+                {"provisionAttempts": session.provision_attempts + 1},
+                while_status=(Status.PROVISIONING,),
+            )
+        except TransitionRejected:
+            pass
+
+    def watch(self, session_id: str, token: str) -> None:
+        """Gate READY on the exec agent, then park the token until stop, idle or lifetime end."""
+        session = self._require_live(session_id)
+        if session.status is Status.STARTING:
+            self._await_agent(session)
+            moment = clock.now()
+            try:
+                session = self._store.transition(
+                    session_id,
+                    Status.READY,
+                    allowed_from=(Status.STARTING,),
+                    reason="ready",
+                    fields={
+                        "readyAt": clock.rfc3339(moment),
+                        # Start-up time is not idle time: the idle clock starts when the shell is reachable.
+                        "lastActivityAt": clock.rfc3339(moment),
+                        "idleDeadline": clock.later(moment, session.idle_timeout_seconds),
+                    },
+                )
+            except TransitionRejected as rejected:
+                raise TaskStopped("session ended while starting") from rejected
+        self._park(session_id, token, WaitingFor.STOP)
+
+    def _await_agent(self, session: Session) -> None:
+        assert session.task_arn is not None
+        deadline = time.monotonic() + self._settings.agent_poll_seconds
+        while True:
+            view = self._tasks.describe(session.task_arn)
+            if view is None or view.last_status in ("DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"):
+                raise TaskStopped(f"task is {view.last_status if view else 'gone'}")
+            if view.last_status == "RUNNING" and view.agent_status == "RUNNING":
+                return
+            if time.monotonic() >= deadline:
+                raise AgentNotReady(f"task {view.last_status}, exec agent {view.agent_status or 'PENDING'}")
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+    def evaluate(self, session_id: str) -> dict[str, Any]:
+        """After the watch step timed out: stop, or (activity raced the timeout) watch again."""
+        session = self._store.require(session_id)
+        moment = clock.now()
+        reason = stop_reason(session, moment) if session.status.is_live else "ended"
+        return {"decision": "stop" if reason else "watch", "reason": reason, **watch_limits(session, moment)}
+
+    def stop(self, session_id: str, token: str, error: dict[str, Any] | None = None) -> None:
+        """Stop the task and park the token until ECS confirms it stopped; end the record then.
+
+        On the failure path (`error` given) the session ends FAILED with a reason made from the error.
+        """
+        session = self._store.require(session_id)
+        if not session.status.is_live:
+            self._callbacks.succeed(token, {"status": session.status.value})
+            return
+        if error is not None:
+            end, reason = Status.FAILED, failure_reason(session, error)
+        else:
+            end, reason = Status.STOPPED, stop_reason(session) or "stopped"
+        task_arns = [session.task_arn] if session.task_arn else self._tasks.find_for_session(session_id)
+        if not task_arns:
+            self._end(session_id, end, reason)
+            self._callbacks.succeed(token, {"status": end.value})
+            return
+        if session.status is not Status.STOPPING:
+            try:
+                self._store.transition(
+                    session_id,
+                    Status.STOPPING,
+                    reason=reason,
+                    fields={"endStatus": end.value, "taskArn": task_arns[0]},
+                )
+            except TransitionRejected:
+                pass  # ended meanwhile; settle() below answers the token
+        for arn in task_arns:
+            self._tasks.stop(arn, reason)
+        self._park(session_id, token, WaitingFor.STOPPED)
+
+    # Settling -------------------------------------------------------------------------------------
+
+    def on_task_facts(self, session_id: str, facts: TaskFacts) -> Session | None:
+        """Record a task-state event (stale and duplicate ones are ignored) and settle the session."""
+        try:
+            session = self._store.record_task_facts(session_id, facts.as_fields(), version=facts.version)
+        except TransitionRejected as rejected:
+            # Stale or duplicate: the record already holds newer facts. Settling again is harmless and
+            # completes work a failed earlier delivery of the same event may have left undone.
+            session = rejected.session
+            if session is None:
+                return None
+        return self.settle(session)
+
+    def request_stop(self, session_id: str, requested_by: str) -> Session:
+        session = self._store.request_stop(session_id, requested_by=requested_by)
+        return self.settle(session)
+
+    def settle(self, session: Session) -> Session:
+        """Finish what the record says is due: end a session whose task stopped; answer a due token."""
+        token, waiting_for = session.wait_token, session.waiting_for
+        task_stopped = session.task_status == "STOPPED"
+        if task_stopped and session.status.is_live:
+            end, reason = ending(session)
+            session = self._end(session.session_id, end, reason) or session
+        if token is None or waiting_for is None:
+            return session
+        ended_cause = session.status_reason or "the task stopped"
+        if waiting_for is WaitingFor.RUNNING:
+            if task_stopped:
+                self._callbacks.fail(token, "TaskStopped", ended_cause)
+            elif session.stop_requested_at:
+                self._callbacks.fail(token, "StopRequested", stop_reason(session) or "stop requested")
+            elif session.task_status == "RUNNING":
+                self._callbacks.succeed(token, watch_limits(session))
+        elif waiting_for is WaitingFor.STOP:
+            if task_stopped:
+                self._callbacks.fail(token, "TaskStopped", ended_cause)
+            elif session.stop_requested_at:
+                self._callbacks.succeed(token, {"reason": stop_reason(session)})
+        elif waiting_for is WaitingFor.STOPPED and task_stopped:
+            self._callbacks.succeed(token, {"status": session.status.value})
+        return session
+
+    def heartbeat(self, session: Session) -> None:
+        """Activity while watched: reset the watch step's idle (heartbeat) timer."""
+        if session.wait_token and session.waiting_for is WaitingFor.STOP:
+            self._callbacks.heartbeat(session.wait_token)
+
+    # Helpers ---------------------------------------------------------------------------------------
+
+    def _require_live(self, session_id: str) -> Session:
+        session = self._store.require(session_id)
+        if not session.status.is_live:
+            raise TaskStopped(session.status_reason or f"session is {session.status.value}")
+        return session
+
+    def _park(self, session_id: str, token: str, waiting_for: WaitingFor) -> None:
+        try:
+            session = self._store.park_token(session_id, token, waiting_for)
+        except TransitionRejected as rejected:
+            ended = rejected.session
+            if waiting_for is WaitingFor.STOPPED:
+                self._callbacks.succeed(token, {"status": ended.status.value if ended else "GONE"})
+                return
+            raise TaskStopped((ended and ended.status_reason) or "session ended") from rejected
+        self.settle(session)
+
+    def _end(self, session_id: str, end: Status, reason: str) -> Session | None:
+        try:
+            return self._store.transition(session_id, end, reason=reason)
+        except TransitionRejected:
+            return None

@@ -1,0 +1,110 @@
+"""The session record: one DynamoDB item per terminal session, and the rules its status obeys.
+
+Status only moves forward (PROVISIONING -> STARTING -> READY -> STOPPING -> STOPPED | FAILED). The
+store enforces that with a condition on every write, so a late or duplicated event can never move a
+session back to life, and the workflow and the event handler can race without a lock.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Status(StrEnum):
+    PROVISIONING = "PROVISIONING"
+    STARTING = "STARTING"
+    READY = "READY"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    FAILED = "FAILED"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @property
+    def is_live(self) -> bool:
+        return self not in ENDED
+
+    def predecessors(self) -> tuple[Status, ...]:
+        """The statuses a session may move to this one from (strictly earlier, never an ended one)."""
+        return tuple(s for s in Status if s.rank < self.rank and s.is_live)
+
+
+_RANK = {
+    Status.PROVISIONING: 0,
+    Status.STARTING: 1,
+    Status.READY: 2,
+    Status.STOPPING: 3,
+    Status.STOPPED: 4,
+    Status.FAILED: 4,
+}
+ENDED = frozenset({Status.STOPPED, Status.FAILED})
+LIVE = tuple(s for s in Status if s not in ENDED)
+
+
+class WaitingFor(StrEnum):
+    """What the workflow's parked callback token is waiting for."""
+
+    RUNNING = "RUNNING"  # provision: the task-state event saying the task runs
+    STOP = "STOP"  # watch: a stop request or the task ending (idle/lifetime end by timeout)
+    STOPPED = "STOPPED"  # stop: the task-state event saying the task stopped
+
+
+class Session(BaseModel):
+    """A session as stored. Attribute names are the item's (camelCase), as in DESIGN.md."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    session_id: str = Field(alias="sessionId")
+    owner_id: str = Field(alias="ownerId")
+    project_id: str = Field(alias="projectId")
+    image: str
+    tier: str
+    status: Status
+    status_reason: str | None = Field(None, alias="statusReason")
+    task_arn: str | None = Field(None, alias="taskArn")
+    execution_arn: str | None = Field(None, alias="executionArn")
+    created_at: str = Field(alias="createdAt")
+    ready_at: str | None = Field(None, alias="readyAt")
+    last_activity_at: str = Field(alias="lastActivityAt")
+    idle_timeout_seconds: int = Field(alias="idleTimeoutSeconds")
+    max_lifetime_seconds: int = Field(alias="maxLifetimeSeconds")
+    idle_deadline: str = Field(alias="idleDeadline")
+    lifetime_deadline: str = Field(alias="lifetimeDeadline")
+    stop_requested_at: str | None = Field(None, alias="stopRequestedAt")
+    stop_requested_by: str | None = Field(None, alias="stopRequestedBy")
+    stopped_at: str | None = Field(None, alias="stoppedAt")
+    # Facts observed about the ECS task (from task-state events and DescribeTasks).
+    task_status: str | None = Field(None, alias="taskStatus")
+    stop_code: str | None = Field(None, alias="stopCode")
+    exit_code: int | None = Field(None, alias="exitCode")
+    last_event_version: int | None = Field(None, alias="lastEventVersion")
+    task_stopped_reason: str | None = Field(None, alias="taskStoppedReason")
+    capacity_provider: str | None = Field(None, alias="capacityProvider")
+    # The status a STOPPING session ends in once its task has stopped (FAILED on the failure path).
+    end_status: Status | None = Field(None, alias="endStatus")
+    provision_attempts: int = Field(0, alias="provisionAttempts")
+    # The workflow's parked callback; internal, never shown to users.
+    wait_token: str | None = Field(None, alias="waitToken")
+    waiting_for: WaitingFor | None = Field(None, alias="waitingFor")
+    expires_at: int | None = Field(None, alias="expiresAt")
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Session:
+        return cls.model_validate(item)
+
+    def to_item(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    def public(self) -> dict[str, Any]:
+        """The view users see: the record without the workflow's internals."""
+        return self.model_dump(
+            by_alias=True,
+            exclude_none=True,
+            mode="json",
+            exclude={"wait_token", "waiting_for", "last_event_version", "provision_attempts", "expires_at", "end_status"},
+        )

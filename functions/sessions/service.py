@@ -1,0 +1,135 @@
+"""What the REST API does, independent of API Gateway's event shape: start, list, read, keep alive,
+stop and connect to sessions, each only ever on the caller's own sessions."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import boto3
+
+from sessions import clock
+from sessions.api_models import StartSessionRequest
+from sessions.config import Settings
+from sessions.ecs_tasks import EcsTasks
+from sessions.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded, Unavailable
+from sessions.lifecycle import Lifecycle
+from sessions.record import Session, Status
+from sessions.store import RecordNotFound, SessionStore, TransitionRejected
+from sessions.tiers import TIERS
+
+# Activity reports closer together than this are acknowledged without a write or a heartbeat.
+ACTIVITY_COALESCE_SECONDS = 20
+
+
+class SessionService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SessionStore,
+        lifecycle: Lifecycle,
+        tasks: EcsTasks,
+        *,
+        sfn: Any | None = None,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._lifecycle = lifecycle
+        self._tasks = tasks
+        self._sfn = sfn or boto3.client("stepfunctions")
+
+    def start(self, owner_id: str, request: StartSessionRequest) -> Session:
+        settings = self._settings
+        image = request.image or settings.default_image
+        if image not in settings.images:
+            raise InvalidRequest(f"image {image!r} is not offered; choose one of {sorted(settings.images)}", field="image")
+        tier = request.tier or settings.default_tier
+        if tier not in settings.allowed_tiers or tier not in TIERS:
+            raise InvalidRequest(f"tier {tier!r} is not offered; choose one of {settings.allowed_tiers}", field="tier")
+        idle_minutes = request.idleTimeoutMinutes or settings.idle_timeout_default_minutes
+        low, high = settings.idle_timeout_min_minutes, settings.idle_timeout_max_minutes
+        if not low <= idle_minutes <= high:
+            raise InvalidRequest(f"idleTimeoutMinutes must be between {low} and {high}", field="idleTimeoutMinutes")
+
+        live = self._store.list_by_owner(owner_id, live_only=True)
+        if len(live) >= settings.sessions_per_user:
+            raise QuotaExceeded(
+                f"you have {len(live)} live sessions, the limit is {settings.sessions_per_user}; stop one first"
+            )
+        if self._store.count_live() >= settings.global_session_cap:
+            raise QuotaExceeded("the service is at its session capacity; try again later")
+
+        moment = clock.now()
+        lifetime = int(settings.max_lifetime_hours * 3600)
+        session = Session(
+            sessionId=str(uuid.uuid4()),
+            ownerId=owner_id,
+            projectId=request.projectId,
+            image=image,
+            tier=tier,
+            status=Status.PROVISIONING,
+            statusReason="waiting for a task",
+            createdAt=clock.rfc3339(moment),
+            lastActivityAt=clock.rfc3339(moment),
+            idleTimeoutSeconds=idle_minutes * 60,
+            maxLifetimeSeconds=lifetime,
+            idleDeadline=clock.later(moment, idle_minutes * 60),
+            lifetimeDeadline=clock.later(moment, lifetime),
+            expiresAt=int(moment.timestamp()) + settings.retention_days * 86400,
+        )
+        self._store.create(session)
+        try:
+            # The execution is named after the session: a retried start cannot run two workflows.
+            execution = self._sfn.start_execution(
+                stateMachineArn=settings.state_machine_arn,
+                name=session.session_id,
+                input=json.dumps({"sessionId": session.session_id}),
+            )
+        except Exception as error:
+            self._store.transition(session.session_id, Status.FAILED, reason=f"could not start the workflow: {error}")
+            raise Unavailable("could not start the session workflow; try again") from error
+        return self._store.update_fields(
+            session.session_id, {"executionArn": execution["executionArn"]}, while_status=tuple(Status)
+        )
+
+    def list(self, owner_id: str) -> list[Session]:
+        return self._store.list_by_owner(owner_id)
+
+    def get(self, owner_id: str, session_id: str) -> Session:
+        try:
+            return self._store.get_owned(session_id, owner_id)
+        except RecordNotFound as error:
+            raise NotFound(f"no session {session_id}", field="sessionId") from error
+
+    def report_activity(self, owner_id: str, session_id: str) -> Session:
+        session = self.get(owner_id, session_id)
+        if not session.status.is_live:
+            raise Conflict(f"session is {session.status.value}: {session.status_reason}", field="sessionId")
+        touched = self._store.touch_activity(session_id, coalesce_seconds=ACTIVITY_COALESCE_SECONDS)
+        if touched is None:
+            return session
+        self._lifecycle.heartbeat(touched)
+        return touched
+
+    def stop(self, owner_id: str, session_id: str, *, requested_by: str = "user") -> Session:
+        """Idempotent: stopping a stopping or ended session returns it as it is."""
+        session = self.get(owner_id, session_id)
+        if not session.status.is_live:
+            return session
+        return self._lifecycle.request_stop(session_id, requested_by)
+
+    def connect(self, owner_id: str, session_id: str, *, read_only: bool = False) -> dict[str, str]:
+        session = self.get(owner_id, session_id)
+        if session.status is not Status.READY or session.task_arn is None:
+            raise Conflict(
+                f"session is {session.status.value}, not READY: {session.status_reason}", field="sessionId"
+            )
+        channel = self._tasks.open_shell(session.task_arn, read_only=read_only)
+        try:
+            touched = self._store.touch_activity(session_id, coalesce_seconds=ACTIVITY_COALESCE_SECONDS)
+            if touched is not None:
+                self._lifecycle.heartbeat(touched)
+        except (RecordNotFound, TransitionRejected):
+            pass
+        return channel

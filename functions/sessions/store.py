@@ -1,0 +1,218 @@
+"""Data access for session records. Every write that changes a session's fate is a conditional write
+named for what it guarantees, so concurrent writers (API, workflow steps, task events) never need locks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+from sessions import clock
+from sessions.record import LIVE, Session, Status, WaitingFor
+
+OWNER_INDEX = "byOwner"
+LIVE_INDEX = "byLiveness"
+# Present only while a session is live: the sparse LIVE_INDEX then counts live sessions cheaply.
+LIVE_MARK = "live"
+
+
+class RecordNotFound(Exception):
+    """No session with that id (or not the caller's)."""
+
+
+class TransitionRejected(Exception):
+    """The record was not in a state that allows the write; carries the record as it is now."""
+
+    def __init__(self, session: Session | None, message: str) -> None:
+        super().__init__(message)
+        self.session = session
+
+
+def _is_condition_failure(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class SessionStore:
+    def __init__(self, table_name: str, *, table: Any | None = None) -> None:
+        self._table = table or boto3.resource("dynamodb").Table(table_name)
+
+    # Reads ---------------------------------------------------------------------------------------
+
+    def get(self, session_id: str) -> Session | None:
+        item = self._table.get_item(Key={"sessionId": session_id}, ConsistentRead=True).get("Item")
+        return Session.from_item(item) if item else None
+
+    def require(self, session_id: str) -> Session:
+        session = self.get(session_id)
+        if session is None:
+            raise RecordNotFound(session_id)
+        return session
+
+    def get_owned(self, session_id: str, owner_id: str) -> Session:
+        """The session if the owner owns it; otherwise indistinguishable from absent (no oracle)."""
+        session = self.get(session_id)
+        if session is None or session.owner_id != owner_id:
+            raise RecordNotFound(session_id)
+        return session
+
+    def list_by_owner(self, owner_id: str, *, live_only: bool = False) -> list[Session]:
+        query: dict[str, Any] = {"IndexName": OWNER_INDEX, "KeyConditionExpression": Key("ownerId").eq(owner_id)}
+        if live_only:
+            query["FilterExpression"] = Attr(LIVE_MARK).exists()
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._table.query(**query)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        sessions = [Session.from_item(item) for item in items]
+        return sorted(sessions, key=lambda s: s.created_at, reverse=True)
+
+    def count_live(self) -> int:
+        """Live sessions across all users (eventually consistent: a cap, not an exact ledger)."""
+        query: dict[str, Any] = {
+            "IndexName": LIVE_INDEX,
+            "KeyConditionExpression": Key(LIVE_MARK).eq("1"),
+            "Select": "COUNT",
+        }
+        total = 0
+        while True:
+            page = self._table.query(**query)
+            total += page.get("Count", 0)
+            if "LastEvaluatedKey" not in page:
+                return total
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # Writes --------------------------------------------------------------------------------------
+
+    def create(self, session: Session) -> Session:
+        item = session.to_item() | {LIVE_MARK: "1"}
+        self._table.put_item(Item=item, ConditionExpression=Attr("sessionId").not_exists())
+        return session
+
+    def _update(
+        self,
+        session_id: str,
+        *,
+        set_fields: dict[str, Any],
+        remove: tuple[str, ...] = (),
+        condition: Any,
+        reject_message: str,
+    ) -> Session:
+        names = {f"#{k}": k for k in set_fields} | {f"#{k}": k for k in remove}
+        values = {f":{k}": v for k, v in set_fields.items()}
+        expression = ""
+        if set_fields:
+            expression += "SET " + ", ".join(f"#{k} = :{k}" for k in set_fields)
+        if remove:
+            expression += " REMOVE " + ", ".join(f"#{k}" for k in remove)
+        kwargs: dict[str, Any] = {
+            "Key": {"sessionId": session_id},
+            "UpdateExpression": expression.strip(),
+            "ExpressionAttributeNames": names,
+            "ConditionExpression": Attr("sessionId").exists() & condition,
+            "ReturnValues": "ALL_NEW",
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = values
+        try:
+            return Session.from_item(self._table.update_item(**kwargs)["Attributes"])
+        except ClientError as error:
+            if _is_condition_failure(error):
+                raise TransitionRejected(self.get(session_id), reject_message) from error
+            raise
+
+    def transition(
+        self,
+        session_id: str,
+        to: Status,
+        *,
+        reason: str | None = None,
+        allowed_from: tuple[Status, ...] | None = None,
+        fields: dict[str, Any] | None = None,
+    ) -> Session:
+        """Move the session forward to `to`; refused (TransitionRejected) from any later status."""
+        origins = allowed_from if allowed_from is not None else to.predecessors()
+        set_fields = dict(fields or {}) | {"status": to.value}
+        if reason is not None:
+            set_fields["statusReason"] = reason
+        remove: tuple[str, ...] = ()
+        if not to.is_live:
+            set_fields.setdefault("stoppedAt", clock.rfc3339(clock.now()))
+            remove = (LIVE_MARK, "waitToken", "waitingFor")
+        return self._update(
+            session_id,
+            set_fields=set_fields,
+            remove=remove,
+            condition=Attr("status").is_in([s.value for s in origins]),
+            reject_message=f"cannot move to {to.value}",
+        )
+
+    def park_token(self, session_id: str, token: str, waiting_for: WaitingFor) -> Session:
+        """Store the workflow's callback token; the returned record tells whether it is already due."""
+        return self._update(
+            session_id,
+            set_fields={"waitToken": token, "waitingFor": waiting_for.value},
+            condition=Attr("status").is_in([s.value for s in LIVE]),
+            reject_message="session has ended",
+        )
+
+    def request_stop(self, session_id: str, *, requested_by: str) -> Session:
+        """Record a stop request once; later requests keep the first one's time and author."""
+        stamp = clock.rfc3339(clock.now())
+        try:
+            return self._update(
+                session_id,
+                set_fields={"stopRequestedAt": stamp, "stopRequestedBy": requested_by},
+                condition=Attr("stopRequestedAt").not_exists(),
+                reject_message="stop already requested",
+            )
+        except TransitionRejected as rejected:
+            if rejected.session is None:
+                raise RecordNotFound(session_id) from rejected
+            return rejected.session
+
+    def touch_activity(self, session_id: str, *, coalesce_seconds: int) -> Session | None:
+        """Move the idle deadline forward; None when a report within `coalesce_seconds` already did.
+
+        Coalescing bounds the write (and workflow heartbeat) rate whatever the client's report rate.
+        """
+        moment = clock.now()
+        current = self.require(session_id)
+        try:
+            return self._update(
+                session_id,
+                set_fields={
+                    "lastActivityAt": clock.rfc3339(moment),
+                    "idleDeadline": clock.later(moment, current.idle_timeout_seconds),
+                },
+                condition=Attr("status").is_in([s.value for s in LIVE])
+                & Attr("lastActivityAt").lte(clock.later(moment, -coalesce_seconds)),
+                reject_message="activity already recorded recently",
+            )
+        except TransitionRejected:
+            return None
+
+    def record_task_facts(self, session_id: str, facts: dict[str, Any], *, version: int | None) -> Session:
+        """Record what ECS reported about the task, ignoring events older than the last one applied."""
+        set_fields = {k: v for k, v in facts.items() if v is not None}
+        condition = Attr("sessionId").exists()
+        if version is not None:
+            set_fields["lastEventVersion"] = version
+            condition = Attr("lastEventVersion").not_exists() | Attr("lastEventVersion").lt(version)
+        return self._update(
+            session_id, set_fields=set_fields, condition=condition, reject_message="stale or duplicate event"
+        )
+
+    def update_fields(self, session_id: str, fields: dict[str, Any], *, while_status: tuple[Status, ...]) -> Session:
+        """Set fields without changing status, only while the session is in one of `while_status`."""
+        return self._update(
+            session_id,
+            set_fields=fields,
+            condition=Attr("status").is_in([s.value for s in while_status]),
+            reject_message="session is no longer in a status that allows this",
+        )

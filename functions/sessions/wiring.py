@@ -1,0 +1,41 @@
+"""Builds the control plane's objects once per configuration.
+
+In Lambda the environment never changes, so this runs once per cold start. Offline, one process serves
+several deployed stacks (tests, the local stack) whose functions differ only in their environment, so
+the cache is keyed on it rather than being a module-level singleton.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from sessions.callbacks import WorkflowCallbacks
+from sessions.config import Settings
+from sessions.ecs_tasks import EcsTasks
+from sessions.lifecycle import Lifecycle
+from sessions.service import SessionService
+from sessions.store import SessionStore
+
+
+@dataclass(frozen=True)
+class Components:
+    settings: Settings
+    store: SessionStore
+    tasks: EcsTasks
+    lifecycle: Lifecycle
+    service: SessionService
+
+
+def components() -> Components:
+    return _build(frozenset(os.environ.items()))
+
+
+@cache
+def _build(environment: frozenset[tuple[str, str]]) -> Components:
+    settings = Settings.model_validate(dict(environment))
+    store = SessionStore(settings.sessions_table)
+    tasks = EcsTasks(settings)
+    lifecycle = Lifecycle(settings, store, tasks, WorkflowCallbacks())
+    return Components(settings, store, tasks, lifecycle, SessionService(settings, store, lifecycle, tasks))
