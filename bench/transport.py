@@ -121,9 +121,13 @@ async def _relay_pty(websocket: ServerConnection, command: Sequence[str]) -> Non
             async for message in websocket:
                 os.write(master, message if isinstance(message, bytes) else message.encode())
 
+    tasks = {asyncio.create_task(pump_out()), asyncio.create_task(pump_in())}
     try:
-        await asyncio.gather(pump_out(), pump_in())
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         transport.close()
         os.close(master)
         process.kill()

@@ -495,7 +495,7 @@ def _target_input(target: dict[str, Any], event: dict[str, Any]) -> Any:
 def _deliver(target: dict[str, Any], event: dict[str, Any]) -> None:
     from moto.awslambda.models import lambda_backends
     from moto.stepfunctions.parser.models import stepfunctions_parser_backends
-    from moto.utilities.utils import parse_arn
+    from moto.utilities.arns import parse_arn
 
     arn = parse_arn(target["Arn"])
     payload = _target_input(target, event)
@@ -521,7 +521,8 @@ def fix_eventbridge_targets() -> None:
     Rule._cloudide_original_send = original
 
     def send_to_targets(self: Any, original_event: Any, transform_input: bool = True) -> None:
-        if not self.event_pattern.matches_event(original_event):
+        # A schedule-only rule has no pattern, and moto's empty pattern matches every event.
+        if not self.event_pattern.get_pattern() or not self.event_pattern.matches_event(original_event):
             return
         ours = [t for t in self.targets if t["Arn"].split(":")[2] in ("lambda", "states")]
         others = [t for t in self.targets if t not in ours]
@@ -641,7 +642,34 @@ def fix_ecs_run_task() -> None:
         return ActionResult({"task": task})
 
     EC2ContainerServiceResponse.run_task = run_task
+    _fix_task_level_resources()
     EC2ContainerServiceResponse.stop_task = stop_task
+
+
+def _fix_task_level_resources() -> None:
+    """moto sums container-level memory and crashes (`int += None`) on Fargate task definitions that
+    set memory only at task level, as AWS allows; the task-level values count when containers have none."""
+    from moto.ecs.models import EC2ContainerServiceBackend
+
+    original = EC2ContainerServiceBackend.__dict__["_calculate_task_resource_requirements"].__func__
+
+    def calculate(task_definition: Any) -> dict[str, Any]:
+        definitions = task_definition.container_definitions
+        patched = [
+            {"memory": 0, **d} if not any(k in d for k in ("memory", "Memory", "memoryReservation", "MemoryReservation"))
+            else d
+            for d in definitions
+        ]
+        task_definition.container_definitions = patched
+        try:
+            needs = dict(original(task_definition))
+        finally:
+            task_definition.container_definitions = definitions
+        needs["MEMORY"] = needs["MEMORY"] or int(task_definition.memory or 0)
+        needs["CPU"] = needs["CPU"] or int(task_definition.cpu or 0)
+        return needs
+
+    EC2ContainerServiceBackend._calculate_task_resource_requirements = staticmethod(calculate)
 
 
 def find_task(backend: Any, cluster: str, task: str) -> Any:
@@ -720,7 +748,6 @@ def fix_cfn_state_machine() -> None:
     moto's resource does all three."""
     from moto.stepfunctions.models import StateMachine
     from moto.stepfunctions.responses import get_backend
-    from moto.utilities.tagging_service import TaggingService
 
     def create_from_cloudformation_json(
         cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kw: Any
@@ -728,9 +755,7 @@ def fix_cfn_state_machine() -> None:
         properties = cloudformation_json["Properties"]
         definition = properties.get("DefinitionString") or json.dumps(properties.get("Definition", {}))
         definition = _substitute(definition, properties.get("DefinitionSubstitutions", {}))
-        tags = TaggingService.convert_dict_to_tags_input(
-            {tag["Key"]: tag["Value"] for tag in properties.get("Tags", [])}
-        )
+        tags = [{"key": tag["Key"], "value": tag["Value"]} for tag in properties.get("Tags", [])]
         return get_backend(account_id, region_name).create_state_machine(
             properties.get("StateMachineName", resource_name),
             definition,
@@ -771,7 +796,9 @@ def fix_cfn_rest_api() -> None:
         )
         if body:
             try:
-                backend.put_rest_api(api.id, body, mode="overwrite", fail_on_warnings=False)
+                # moto reads only OpenAPI 3 documents; SAM writes Swagger 2.0, whose `paths` moto can use.
+                paths_only = {"openapi": "3.0.1", "info": body.get("info", {}), "paths": body.get("paths", {})}
+                backend.put_rest_api(api.id, paths_only, mode="overwrite", fail_on_warnings=False)
             except Exception as error:
                 LOG.warning("moto could not import the OpenAPI body of %s: %r", resource_name, error)
         return api
@@ -798,7 +825,13 @@ def fix_cfn_rest_api() -> None:
     Stage.cloudformation_name_type = staticmethod(lambda: "StageName")
 
 
-class PlaceholderResource:
+def _cloudformation_model() -> type:
+    from moto.core.common_models import CloudFormationModel
+
+    return CloudFormationModel
+
+
+class PlaceholderResource(_cloudformation_model()):  # type: ignore[misc]
     """Stands in for a resource type moto's CloudFormation does not support (cloudformation_type
     AWS::Cognito::..., AWS::EC2::VPCEndpoint, AWS::ECS::ClusterCapacityProviderAssociations, ...).
     Its physical id is the generated name; `Ref` yields it and `GetAtt X.Attr` yields
@@ -830,11 +863,15 @@ class PlaceholderResource:
     def cloudformation_name_type() -> str:
         return ""
 
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "Offline::Placeholder"
+
+    def is_created(self) -> bool:
+        return True
+
     def delete(self, account_id: str, region_name: str) -> None:
         """Nothing to delete: the placeholder owns no moto state."""
-
-
-PlaceholderResource.update_from_cloudformation_json = None  # type: ignore[attr-defined]
 
 
 def fix_cfn_unsupported_types() -> None:

@@ -88,6 +88,7 @@ def parameter_values(template: dict[str, Any], overrides: dict[str, Any], region
 
 def translate(template_path: Path, *, parameters: dict[str, Any], region: str) -> Translation:
     """SAM template file -> CloudFormation template (dict), offline."""
+    from samtranslator.model.exceptions import InvalidDocumentException
     from samtranslator.translator.arn_generator import ArnGenerator
     from samtranslator.translator.transform import transform
 
@@ -103,6 +104,10 @@ def translate(template_path: Path, *, parameters: dict[str, Any], region: str) -
         elif resource.get("Type") == "AWS::Serverless::StateMachine":
             _inline_definition(properties, base)
     ArnGenerator.BOTO_SESSION_REGION_NAME = region
-    translated = transform(source, parameter_values(template, parameters, region), _StaticPolicyLoader())
+    try:
+        translated = transform(source, parameter_values(template, parameters, region), _StaticPolicyLoader())
+    except InvalidDocumentException as error:
+        causes = "; ".join(cause.message for cause in error.causes)
+        raise ValueError(f"{template_path}: SAM cannot translate it: {causes}") from error
     translated.pop("Transform", None)
     return Translation(template=translated, code_folders=code_folders)

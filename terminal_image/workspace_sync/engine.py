@@ -9,7 +9,6 @@ and uploaded too, so the IDE and the terminal both see both.
 from __future__ import annotations
 
 import os
-import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,9 @@ _PERMISSIONS = 0o777  # setuid/setgid/sticky bits from S3 are never applied
 
 
 class Engine:
-    def __init__(self, root: Path, tmp_dir: Path, store: RemoteStore, counters: Counters, logger: Any) -> None:
+    def __init__(
+        self, root: Path, tmp_dir: Path, store: RemoteStore, counters: Counters, logger: Any
+    ) -> None:
         self.root = root
         self.tmp_dir = tmp_dir
         self.store = store
@@ -140,7 +141,9 @@ class Engine:
 
     def _pull_dir(self, rel: str, local: LocalEntry | None, base: BaseEntry | None) -> Updates:
         if local is not None and local.kind != DIR:
-            self.log.warning("remote directory marker shadows a local file; kept the file", extra={"path": rel})
+            self.log.warning(
+                "remote directory marker shadows a local file; kept the file", extra={"path": rel}
+            )
             return {}
         return self._download(rel, True, local)
 
@@ -215,10 +218,14 @@ class Engine:
         local = localfs.lstat(self.root, rel)
         if local is None:
             return {rel: self._install(rel, version, tmp)}
-        if local.kind in (FILE, SYMLINK) and local.kind == version.kind:
-            if localfs.content_sha256(self.root, rel, local) == version.sha256:
-                # Same content on both sides (e.g. a restart after an unrecorded upload): adopt it.
-                return {rel: BaseEntry(local.kind, version.etag, local.size, local.mtime_ns, local.mode, version.sha256)}
+        same_kind = local.kind in (FILE, SYMLINK) and local.kind == version.kind
+        if same_kind and localfs.content_sha256(self.root, rel, local) == version.sha256:
+            # Same content on both sides (e.g. a restart after an unrecorded upload): adopt it.
+            return {
+                rel: BaseEntry(
+                    local.kind, version.etag, local.size, local.mtime_ns, local.mode, version.sha256
+                )
+            }
         loser = layout.conflict_name(rel, "local")
         os.rename(self.root / rel, self.root / loser)
         self.counters.add(conflicts=1)

@@ -5,6 +5,7 @@ The user's rules come after the defaults, so ``!pattern`` in ``.syncignore`` can
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -37,10 +38,8 @@ class IgnoreRules:
         cls, workspace: Path, use_defaults: bool, extra: Iterable[str], always: Iterable[str]
     ) -> IgnoreRules:
         patterns = list(DEFAULT_IGNORES if use_defaults else ()) + list(extra)
-        try:
+        with contextlib.suppress(FileNotFoundError):
             patterns += (workspace / SYNCIGNORE).read_text(encoding="utf-8", errors="replace").splitlines()
-        except FileNotFoundError:
-            pass
         return cls(patterns, always)
 
     def ignored(self, rel: str, is_dir: bool = False) -> bool:

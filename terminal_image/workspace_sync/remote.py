@@ -85,7 +85,9 @@ class RemoteStore:
     def list(self) -> dict[str, RemoteEntry]:
         """Everything under the prefix, by relative path (a file wins over a same-named dir marker)."""
         found: dict[str, RemoteEntry] = {}
-        pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.layout.root)
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.layout.root
+        )
         for page in pages:
             for obj in page.get("Contents", []):
                 parsed = self.layout.rel(obj["Key"])
@@ -115,9 +117,7 @@ class RemoteStore:
         if size >= self._threshold:
             return self._put_multipart(rel, path, metadata, expected_etag)
         with path.open("rb") as body:
-            return self._put(
-                self.layout.key(rel), body, metadata, expected_etag, ChecksumSHA256=_b64(sha256)
-            )
+            return self._put(self.layout.key(rel), body, metadata, expected_etag, ChecksumSHA256=_b64(sha256))
 
     def put_symlink(self, rel: str, target: bytes, mode: int, expected_etag: str | None) -> str:
         digest = hashlib.sha256(target).hexdigest()
@@ -131,7 +131,9 @@ class RemoteStore:
     def delete(self, rel: str, is_dir: bool, expected_etag: str) -> None:
         """Delete only the version the agent knows; a missing object counts as deleted."""
         try:
-            self._s3.delete_object(Bucket=self.bucket, Key=self.layout.key(rel, is_dir), IfMatch=expected_etag)
+            self._s3.delete_object(
+                Bucket=self.bucket, Key=self.layout.key(rel, is_dir), IfMatch=expected_etag
+            )
         except ClientError as error:
             if _code(error) in _MISSING:
                 return
@@ -139,7 +141,9 @@ class RemoteStore:
                 raise Changed(rel) from error
             raise
 
-    def get(self, rel: str, is_dir: bool, dest: Path, on_bytes: Callable[[int], None]) -> RemoteVersion | None:
+    def get(
+        self, rel: str, is_dir: bool, dest: Path, on_bytes: Callable[[int], None]
+    ) -> RemoteVersion | None:
         """Download into ``dest`` (files) or return the link target (symlinks); None if gone."""
         try:
             response = self._s3.get_object(
@@ -189,10 +193,17 @@ class RemoteStore:
             link_target=target,
         )
 
-    def _put(self, key: str, body: Any, metadata: dict[str, str], expected_etag: str | None, **extra: Any) -> str:
+    def _put(
+        self, key: str, body: Any, metadata: dict[str, str], expected_etag: str | None, **extra: Any
+    ) -> str:
         try:
             response = self._s3.put_object(
-                Bucket=self.bucket, Key=key, Body=body, Metadata=metadata, **_condition(expected_etag), **extra
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                Metadata=metadata,
+                **_condition(expected_etag),
+                **extra,
             )
         except ClientError as error:
             if _code(error) in _PRECONDITION:
@@ -200,7 +211,9 @@ class RemoteStore:
             raise
         return str(response["ETag"])
 
-    def _put_multipart(self, rel: str, path: Path, metadata: dict[str, str], expected_etag: str | None) -> str:
+    def _put_multipart(
+        self, rel: str, path: Path, metadata: dict[str, str], expected_etag: str | None
+    ) -> str:
         key = self.layout.key(rel)
         upload_id = self._s3.create_multipart_upload(
             Bucket=self.bucket, Key=key, Metadata=metadata, ChecksumAlgorithm="SHA256"

@@ -49,16 +49,17 @@ class ChangeQueue:
                 item.last = now
                 item.not_before = max(item.not_before, now + delay)
 
-    def take(self, busy: Container[str], now: float | None = None, everything: bool = False) -> list[str]:
-        """Paths that are ready (quiet long enough, or waited too long) and not being transferred."""
+    def take(self, busy: Container[str], now: float | None = None, flush: bool = False) -> list[str]:
+        """Paths ready to push and not being transferred: quiet long enough or waited too long (or
+        any, when flushing), and past their retry backoff."""
         now = time.monotonic() if now is None else now
         with self._lock:
             ready = [
                 rel
                 for rel, item in self._items.items()
                 if rel not in busy
-                and (everything or item.not_before <= now)
-                and (everything or item.last + self._debounce <= now or item.first + self._max_delay <= now)
+                and item.not_before <= now
+                and (flush or item.last + self._debounce <= now or item.first + self._max_delay <= now)
             ]
             for rel in ready:
                 del self._items[rel]
@@ -117,16 +118,17 @@ def start_watching(
 ) -> Any:
     """Start an observer for the tree; ``auto`` falls back to polling when inotify cannot watch it."""
     handler = _Handler(root, on_path, skip)
-    kinds: list[type[Any]] = {"inotify": [InotifyObserver], "polling": [PollingObserver]}.get(
-        mode, [InotifyObserver, PollingObserver]
-    )
+    choices: dict[str, list[type[Any]]] = {"inotify": [InotifyObserver], "polling": [PollingObserver]}
+    kinds = choices.get(mode, [InotifyObserver, PollingObserver])
     for kind in kinds:
         observer = kind(timeout=0.2) if kind is InotifyObserver else kind(timeout=1.0)
         try:
             observer.schedule(handler, str(root), recursive=True)
             observer.start()
         except OSError as error:
-            logger.warning("watcher unavailable, trying the next", extra={"watcher": kind.__name__, "error": str(error)})
+            logger.warning(
+                "watcher unavailable, trying the next", extra={"watcher": kind.__name__, "error": str(error)}
+            )
             continue
         logger.info("watching workspace", extra={"watcher": kind.__name__})
         return observer
