@@ -22,13 +22,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from cloudide.transport.peer import LocalPeer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from cloudide.transport.client import Connector, ExecCredentials
+from cloudide.transport.client import Connector, ExecCredentials, TerminalConnection, TransportError
 from cloudide.transport.gateway import serve_gateway
+from cloudide.transport.peer import LocalPeer
 
 ECHO_COMMAND = ("sh", "-c", "stty raw -echo && exec cat")
 KEYSTROKES = 500
@@ -51,6 +51,7 @@ async def _run() -> dict[str, float]:
         baseline_flood = await _baseline(flood_command, _throughput)
         echo = await _through_gateway(ECHO_COMMAND, _echo_round_trips)
         flood = await _through_gateway(flood_command, _throughput)
+        client_only = await _client_throughput(flood_command)
     result = {
         "echo_p50_ms": _percentile(echo, 50),
         "echo_p99_ms": _percentile(echo, 99),
@@ -58,6 +59,8 @@ async def _run() -> dict[str, float]:
         "baseline_echo_p99_ms": _percentile(baseline_echo, 99),
         "throughput_mb_s": flood[0],
         "baseline_throughput_mb_s": baseline_flood[0],
+        # The same flood read by a TerminalConnection with no gateway: what the protocol alone allows.
+        "client_throughput_mb_s": client_only,
         "throughput_resyncs": flood[1],
         "keystrokes": KEYSTROKES,
         "flood_mb": FLOOD_BYTES / 1e6,
@@ -86,6 +89,25 @@ async def _through_gateway(command: Sequence[str], measure: Callable[[ClientConn
                 return await measure(browser)
         finally:
             await gateway.close()
+
+
+async def _client_throughput(command: Sequence[str]) -> float:
+    async with LocalPeer() as peer:
+
+        async def connector() -> ExecCredentials:
+            return peer.new_session(command)
+
+        received = 0
+        first: float | None = None
+        async with TerminalConnection(connector, rows=50, cols=200) as terminal:
+            with contextlib.suppress(TransportError):
+                async with asyncio.timeout(120):
+                    while True:
+                        chunk = await terminal.recv()
+                        first = first or time.perf_counter()
+                        received += len(chunk)
+        assert first is not None
+        return received / 1e6 / (time.perf_counter() - first)
 
 
 async def _baseline(command: Sequence[str], measure: Callable[[ClientConnection], Awaitable[T]]) -> T:

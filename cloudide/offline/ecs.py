@@ -15,7 +15,9 @@ from typing import Any
 from cloudide.offline import moto_fixes
 from cloudide.offline.moto_fixes import RunTaskFault
 
-CAPACITY_UNAVAILABLE = "Capacity is unavailable at this time. Please try again later or in a different availability zone"
+CAPACITY_UNAVAILABLE = (
+    "Capacity is unavailable at this time. Please try again later or in a different availability zone"
+)
 TASK_STATUSES = ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING",
                  "DEPROVISIONING", "STOPPED")  # fmt: skip
 

@@ -1,3 +1,5 @@
+# mypy: disable-error-code="method-assign,attr-defined,assignment,union-attr,typeddict-item,arg-type,var-annotated,unused-ignore"
+# (this module patches moto classes in place; moto's own annotations cannot describe that)
 """Every correction the offline harness applies to moto 5.2.5, in one place.
 
 Each correction is a function named for the moto behaviour it corrects. Its docstring says what moto
@@ -54,7 +56,9 @@ class RunTaskFault:
     """One injected RunTask outcome: `failures` returned with HTTP 200, or `error` raised."""
 
     failures: list[dict[str, str]] | None = None
-    error: tuple[str, str] | None = None  # (error code, message), e.g. ("ThrottlingException", "Rate exceeded")
+    error: tuple[str, str] | None = (
+        None  # (error code, message), e.g. ("ThrottlingException", "Rate exceeded")
+    )
 
 
 @dataclass
@@ -107,7 +111,10 @@ def fix_service_integration_casing() -> None:
         )
 
     def _normalise_parameters(
-        self: Any, parameters: dict, boto_service_name: str | None = None, service_action_name: str | None = None
+        self: Any,
+        parameters: dict,
+        boto_service_name: str | None = None,
+        service_action_name: str | None = None,
     ) -> None:
         self._to_boto_request(parameters, model_for(self, boto_service_name, service_action_name).input_shape)
 
@@ -130,7 +137,9 @@ def fix_sdk_error_names() -> None:
         state_task_service_aws_sdk as sdk,
     )
 
-    sdk._SERVICE_ERROR_NAMES.update({"ecs": "Ecs", "lambda": "Lambda", "s3": "S3", "sqs": "Sqs", "sns": "Sns"})
+    sdk._SERVICE_ERROR_NAMES.update(
+        {"ecs": "Ecs", "lambda": "Lambda", "s3": "S3", "sqs": "Sqs", "sns": "Sns"}
+    )
 
 
 class _RunTaskFailures(Exception):
@@ -212,7 +221,6 @@ def fix_indexed_json_path() -> None:
     Lists come back only for wildcard, slice, filter and recursive-descent paths. Delete when moto's
     `extract_json` stops listifying indexed paths."""
     from jsonpath_ng.ext import parse
-
     from moto.stepfunctions.parser.asl.utils import json_path
 
     def extract_json(path: str, data: Any) -> Any:
@@ -251,7 +259,9 @@ def fix_execution_context() -> None:
     original_start = StepFunctionsParserBackend.start_execution
     if not getattr(original_start, "_cloudide_fix", False):
 
-        def start_execution(self: Any, state_machine_arn: str, name: Any = None, *args: Any, **kw: Any) -> Any:
+        def start_execution(
+            self: Any, state_machine_arn: str, name: Any = None, *args: Any, **kw: Any
+        ) -> Any:
             return original_start(self, state_machine_arn, name or str(uuid.uuid4()), *args, **kw)
 
         start_execution._cloudide_fix = True  # type: ignore[attr-defined]
@@ -411,7 +421,9 @@ def _load_handler(folder: Path, handler: str) -> Callable[[Any, Any], Any]:
     module = importlib.import_module(module_name)
     module_file = Path(getattr(module, "__file__", "") or "").resolve()
     if folder.resolve() not in module_file.parents:
-        LOG.warning("handler module %s imported from %s, not from CodeUri %s", module_name, module_file, folder)
+        LOG.warning(
+            "handler module %s imported from %s, not from CodeUri %s", module_name, module_file, folder
+        )
     return getattr(module, function_name)  # type: ignore[no-any-return]
 
 
@@ -643,6 +655,11 @@ def fix_ecs_run_task() -> None:
 
     EC2ContainerServiceResponse.run_task = run_task
     _fix_task_level_resources()
+    # awsvpc RunTask reads the ENI's private DNS name, which moto sets only in VPCs with DNS hostnames.
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+
+    if not hasattr(NetworkInterface, "private_dns_name"):
+        NetworkInterface.private_dns_name = ""
     EC2ContainerServiceResponse.stop_task = stop_task
 
 
@@ -656,7 +673,8 @@ def _fix_task_level_resources() -> None:
     def calculate(task_definition: Any) -> dict[str, Any]:
         definitions = task_definition.container_definitions
         patched = [
-            {"memory": 0, **d} if not any(k in d for k in ("memory", "Memory", "memoryReservation", "MemoryReservation"))
+            {"memory": 0, **d}
+            if not any(k in d for k in ("memory", "Memory", "memoryReservation", "MemoryReservation"))
             else d
             for d in definitions
         ]
@@ -735,9 +753,7 @@ def fix_ecs_execute_command() -> None:
 
 
 def _substitute(definition: str, substitutions: dict[str, Any]) -> str:
-    return re.sub(
-        r"\$\{([^}]+)\}", lambda m: str(substitutions.get(m.group(1), m.group(0))), definition
-    )
+    return re.sub(r"\$\{([^}]+)\}", lambda m: str(substitutions.get(m.group(1), m.group(0))), definition)
 
 
 def fix_cfn_state_machine() -> None:
@@ -797,7 +813,11 @@ def fix_cfn_rest_api() -> None:
         if body:
             try:
                 # moto reads only OpenAPI 3 documents; SAM writes Swagger 2.0, whose `paths` moto can use.
-                paths_only = {"openapi": "3.0.1", "info": body.get("info", {}), "paths": body.get("paths", {})}
+                paths_only = {
+                    "openapi": "3.0.1",
+                    "info": body.get("info", {}),
+                    "paths": body.get("paths", {}),
+                }
                 backend.put_rest_api(api.id, paths_only, mode="overwrite", fail_on_warnings=False)
             except Exception as error:
                 LOG.warning("moto could not import the OpenAPI body of %s: %r", resource_name, error)

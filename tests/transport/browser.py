@@ -1,8 +1,10 @@
-"""Drive Debian's headless chromium over the Chrome DevTools Protocol, with nothing but ``websockets``.
+"""The browsers the gateway tests use, and a gateway wired to a ``LocalPeer`` for them to visit.
 
-Playwright's browser download does not work on these machines and the Debian chromium needs no driver:
-launch it with ``--remote-debugging-port=0``, read the port it picked from ``DevToolsActivePort`` in its
-fresh profile, and speak CDP (JSON over one WebSocket, pages addressed by flattened session ids).
+* :class:`FakeBrowser` speaks the gateway's browser message format over a plain WebSocket.
+* :class:`Browser` drives Debian's headless chromium over the Chrome DevTools Protocol with nothing but
+  ``websockets``: Playwright's browser download does not work on these machines, and the Debian chromium
+  needs no driver. It is launched with ``--remote-debugging-port=0``; the port it picked is read from
+  ``DevToolsActivePort`` in its fresh profile, and pages are addressed by flattened CDP session ids.
 """
 
 from __future__ import annotations
@@ -13,10 +15,129 @@ import itertools
 import json
 import shutil
 import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from cloudide.transport.client import Connector, ExecCredentials
+from cloudide.transport.gateway import Gateway
+from cloudide.transport.gateway_api import ConnectorFactory
+from cloudide.transport.gateway_hub import HubLimits
+from cloudide.transport.peer import LocalPeer
+
+T = TypeVar("T")
+SHELL = ("bash", "--norc", "--noprofile", "-i")
+SHELL_ENV = {"PS1": "$ ", "HISTFILE": "/dev/null"}
+
+
+def run(scenario: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+    """Run one async test scenario with a hard deadline, so nothing hangs."""
+    return asyncio.run(asyncio.wait_for(scenario, timeout_s))
+
+
+def peer_factory(
+    peer: LocalPeer, command: Sequence[str] = SHELL, *, calls: list[tuple[str, str]] | None = None
+) -> ConnectorFactory:
+    """A connector factory like the API's, backed by the peer; records ``(session_id, token)`` calls."""
+
+    def factory(session_id: str, token: str) -> Connector:
+        async def connect() -> ExecCredentials:
+            if calls is not None:
+                calls.append((session_id, token))
+            return peer.new_session(command, env=SHELL_ENV)
+
+        return connect
+
+    return factory
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    factory: Callable[[LocalPeer], ConnectorFactory] = peer_factory, **options: Any
+) -> AsyncIterator[tuple[Gateway, LocalPeer]]:
+    options.setdefault("limits", HubLimits(linger_s=0.2))
+    async with LocalPeer() as peer, Gateway(factory(peer), **options) as gateway:
+        yield gateway, peer
+
+
+class FakeBrowser:
+    """One viewer: records output and control messages in the background."""
+
+    def __init__(self, websocket: ClientConnection) -> None:
+        self.websocket = websocket
+        self.output = bytearray()
+        self.controls: list[dict[str, Any]] = []
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, gateway: Gateway, session_id: str = "s-1", *, first: str | bytes | None = None, **auth: Any
+    ) -> AsyncIterator[FakeBrowser]:
+        async with connect(f"ws://127.0.0.1:{gateway.port}/sessions/{session_id}/terminal") as websocket:
+            await websocket.send(
+                first if first is not None else json.dumps({"type": "auth", "token": "t-1", **auth})
+            )
+            browser = cls(websocket)
+            try:
+                yield browser
+            finally:
+                browser._reader.cancel()
+
+    async def type(self, text: str) -> None:
+        await self.websocket.send(text.encode())
+
+    async def resize(self, rows: int, cols: int) -> None:
+        await self.websocket.send(json.dumps({"type": "resize", "rows": rows, "cols": cols}))
+
+    async def wait_output(self, text: str, timeout_s: float = 10.0) -> None:
+        await self._wait(lambda: text.encode() in self.output, timeout_s, f"output {text!r}")
+
+    async def wait_control(self, timeout_s: float = 10.0, **fields: Any) -> None:
+        def seen() -> bool:
+            return any(all(control.get(k) == v for k, v in fields.items()) for control in self.controls)
+
+        await self._wait(seen, timeout_s, f"control message with {fields}")
+
+    async def closed(self, timeout_s: float = 10.0) -> tuple[int | None, str | None]:
+        """The close code and reason the gateway sent."""
+        with contextlib.suppress(ConnectionClosed):
+            await asyncio.wait_for(self._reader, timeout_s)
+        return self.websocket.close_code, self.websocket.close_reason
+
+    async def _wait(self, condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+        try:
+            async with asyncio.timeout(timeout_s), self._changed:
+                await self._changed.wait_for(condition)
+        except TimeoutError:
+            raise AssertionError(
+                f"no {what} within {timeout_s}s; output so far: {bytes(self.output)[-500:]!r}, "
+                f"controls: {self.controls}"
+            ) from None
+
+    async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for message in self.websocket:
+                async with self._changed:
+                    if isinstance(message, bytes):
+                        self.output += message
+                    else:
+                        self.controls.append(json.loads(message))
+                    self._changed.notify_all()
+
+
+async def eventually(condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            result = condition()
+            if await result if isinstance(result, Awaitable) else result:
+                return
+            await asyncio.sleep(0.02)
+
 
 CHROMIUM_FLAGS = (
     "--headless",

@@ -8,11 +8,13 @@
   const FINAL_CODES = new Set([1000, 4400, 4401, 4403, 4404, 4409]);
   const statusEl = document.getElementById("status");
   const encoder = new TextEncoder();
-  const gateway = { state: "connecting", readOnly: false, closeCode: null, closeReason: "" };
+  // What the indicator showed, in order (tests read it; a reconnect can be too quick to watch).
+  const gateway = { state: "connecting", states: [], readOnly: false, closeCode: null, closeReason: "" };
   window.gateway = gateway;
 
   function setStatus(state, text) {
     gateway.state = state;
+    gateway.states.push(state);
     statusEl.dataset.state = state;
     statusEl.textContent = text || state;
   }

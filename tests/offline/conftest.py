@@ -1,0 +1,46 @@
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudide.offline.stack import OfflineAws
+
+FIXTURE_TEMPLATE = Path(__file__).parent / "fixtures" / "template.yaml"
+
+
+@pytest.fixture
+def aws() -> Iterator[OfflineAws]:
+    with OfflineAws(FIXTURE_TEMPLATE, wait_scale=0.01) as offline:
+        yield offline
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := probe():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def finished(sfn: Any, execution_arn: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: (d := sfn.describe_execution(executionArn=execution_arn))["status"] != "RUNNING" and d
+    )
+
+
+def run_definition(
+    aws: OfflineAws, definition: dict[str, Any], payload: dict[str, Any] | None = None
+) -> dict:
+    sfn = aws.client("stepfunctions")
+    arn = sfn.create_state_machine(
+        name=f"probe{time.time_ns()}",
+        definition=json.dumps(definition),
+        roleArn="arn:aws:iam::123456789012:role/r",
+    )["stateMachineArn"]
+    return finished(
+        sfn, sfn.start_execution(stateMachineArn=arn, input=json.dumps(payload or {}))["executionArn"]
+    )

@@ -1,0 +1,341 @@
+"""The browser gateway over a real PTY behind a LocalPeer: what viewers see, what they may do, its bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from cloudide.transport.client import Connector, ExecCredentials
+from cloudide.transport.gateway import Gateway
+from cloudide.transport.gateway_api import ConnectorFactory, ConnectRejected
+from cloudide.transport.gateway_hub import HubLimits, Scrollback, Viewer, control
+from cloudide.transport.peer import LocalPeer
+from tests.transport.browser import FakeBrowser, eventually, peer_factory, run, running_gateway
+
+
+def test_a_viewer_types_into_the_shell_and_reads_its_output() -> None:
+    async def scenario() -> None:
+        async with running_gateway() as (gateway, _), FakeBrowser.open(gateway, "s-1") as browser:
+            await browser.wait_control(type="state", state="open")
+            await browser.type("echo hel''lo-$((6*7))\r")
+            await browser.wait_output("hello-42")
+            assert browser.controls[0] == {"type": "welcome", "sessionId": "s-1", "readOnly": False}
+
+    run(scenario())
+
+
+def test_a_read_only_viewer_sees_the_output_and_can_neither_type_nor_resize(tmp_path: Path) -> None:
+    marker = tmp_path / "typed-by-the-read-only-viewer"
+
+    async def scenario() -> None:
+        async with running_gateway() as (gateway, _), FakeBrowser.open(gateway, rows=30, cols=100) as writer:
+            await writer.wait_control(type="state", state="open")
+            async with FakeBrowser.open(gateway, mode="read") as reader:
+                await reader.wait_control(type="welcome", readOnly=True)
+                await writer.type("echo shared-$((6*7))\r")
+                await reader.wait_output("shared-42")
+                await reader.type(f"touch {marker}\r")
+                await reader.resize(10, 20)
+            hub = gateway.hub("s-1")
+            assert hub is not None
+            await eventually(lambda: len(hub.viewers) == 1)  # the reader's messages were all handled
+            await writer.type(
+                f"stty size; test -e {marker} && echo marker-ex''ists || echo marker-ab''sent\r"
+            )
+            await writer.wait_output("marker-absent")
+            assert b"30 100" in writer.output
+
+    run(scenario())
+    assert not marker.exists()
+
+
+def test_a_writable_viewer_resizes_the_terminal() -> None:
+    async def scenario() -> None:
+        async with running_gateway() as (gateway, _), FakeBrowser.open(gateway) as browser:
+            await browser.wait_control(type="state", state="open")
+            await browser.resize(33, 111)
+            await browser.type("stty size\r")
+            await browser.wait_output("33 111")
+
+    run(scenario())
+
+
+def test_a_late_viewer_first_gets_a_resync_with_the_recent_output() -> None:
+    async def scenario() -> None:
+        async with running_gateway() as (gateway, _), FakeBrowser.open(gateway) as first:
+            await first.wait_control(type="state", state="open")
+            await first.type("echo before-$((1+1))-join\r")
+            await first.wait_output("before-2-join")
+            async with FakeBrowser.open(gateway, mode="read") as late:
+                await late.wait_output("before-2-join")
+                assert [c["type"] for c in late.controls[:2]] == ["welcome", "resync"]
+
+    run(scenario())
+
+
+def test_all_viewers_of_a_session_share_one_upstream_and_a_known_token_costs_no_connect_call() -> None:
+    calls: list[tuple[str, str]] = []
+
+    async def scenario() -> None:
+        async with (
+            running_gateway(lambda peer: peer_factory(peer, calls=calls)) as (gateway, _),
+            FakeBrowser.open(gateway, token="alice") as one,
+            FakeBrowser.open(gateway, token="alice") as two,
+        ):
+            await one.type("echo from-$((2*3))-one\r")
+            await two.wait_output("from-6-one")
+            assert calls == [("s-1", "alice")]
+            async with FakeBrowser.open(gateway, token="bob", mode="read") as three:
+                await three.wait_control(type="welcome")
+            assert calls == [("s-1", "alice"), ("s-1", "bob")]
+
+    run(scenario())
+
+
+def _refusing_factory(refused: dict[str, ConnectRejected]) -> Any:
+    def wrap(peer: LocalPeer) -> ConnectorFactory:
+        allowed = peer_factory(peer)
+
+        def factory(session_id: str, token: str) -> Connector:
+            async def connect_() -> ExecCredentials:
+                if token in refused:
+                    raise refused[token]
+                return await allowed(session_id, token)()
+
+            return connect_
+
+        return factory
+
+    return wrap
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(401, 4401), (403, 4403), (404, 4404), (409, 4409)], ids=["401", "403", "404", "409"]
+)
+def test_an_api_refusal_closes_the_browser_with_the_status_and_message(status: int, code: int) -> None:
+    factory = _refusing_factory({"bad": ConnectRejected(status, "session s-1 is not yours")})
+
+    async def scenario() -> None:
+        async with (
+            running_gateway(factory) as (gateway, _),
+            FakeBrowser.open(gateway, token="bad") as browser,
+        ):
+            assert await browser.closed() == (code, "session s-1 is not yours")
+        assert gateway.hub("s-1") is None
+
+    run(scenario())
+
+
+def test_a_refused_token_cannot_join_a_session_another_viewer_has_open() -> None:
+    factory = _refusing_factory({"mallory": ConnectRejected(403, "forbidden")})
+
+    async def scenario() -> None:
+        async with (
+            running_gateway(factory) as (gateway, _),
+            FakeBrowser.open(gateway, token="alice") as alice,
+        ):
+            await alice.wait_control(type="state", state="open")
+            async with FakeBrowser.open(gateway, token="mallory", mode="read") as mallory:
+                assert await mallory.closed() == (4403, "forbidden")
+                await alice.type("echo secret-$((5*5))\r")
+                await alice.wait_output("secret-25")
+                assert b"secret-25" not in mallory.output
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        b"binary first",
+        "not json",
+        json.dumps({"type": "resize", "rows": 1, "cols": 1}),
+        '{"type":"auth","token":""}',
+    ],
+    ids=["binary", "not-json", "not-auth", "empty-token"],
+)
+def test_the_first_message_must_authenticate(first: str | bytes) -> None:
+    async def scenario() -> None:
+        async with running_gateway() as (gateway, _), FakeBrowser.open(gateway, first=first) as browser:
+            code, _reason = await browser.closed()
+            assert code == 4400
+
+    run(scenario())
+
+
+def test_a_browser_that_never_authenticates_is_closed() -> None:
+    async def scenario() -> None:
+        async with (
+            running_gateway(auth_timeout_s=0.2) as (gateway, _),
+            connect(f"ws://127.0.0.1:{gateway.port}/sessions/s-1/terminal") as websocket,
+        ):
+            await asyncio.wait_for(websocket.wait_closed(), 5)
+            assert websocket.close_code == 4408
+
+    run(scenario())
+
+
+def test_the_upstream_reconnects_without_the_browser_noticing_more_than_a_state_change() -> None:
+    calls: list[tuple[str, str]] = []
+
+    async def scenario() -> None:
+        async with (
+            running_gateway(lambda peer: peer_factory(peer, calls=calls)) as (gateway, peer),
+            FakeBrowser.open(gateway) as browser,
+        ):
+            await browser.wait_control(type="state", state="open")
+            assert peer.cut() == 1
+            await browser.wait_control(type="state", state="reconnecting")
+            await eventually(lambda: browser.controls[-1] == {"type": "state", "state": "open"})
+            await browser.type("echo after-$((3*3))-cut\r")
+            await browser.wait_output("after-9-cut")
+            assert len(calls) == 2
+            assert browser.websocket.close_code is None
+
+    run(scenario())
+
+
+def test_when_the_shell_exits_every_viewer_is_told_and_closed_normally() -> None:
+    async def scenario() -> None:
+        async with running_gateway() as (gateway, _), FakeBrowser.open(gateway) as writer:
+            await writer.wait_control(type="state", state="open")
+            async with FakeBrowser.open(gateway, mode="read") as reader:
+                await reader.wait_control(type="state", state="open")
+                await writer.type("exit\r")
+                assert await writer.closed() == (1000, "session ended")
+                assert await reader.closed() == (1000, "session ended")
+                assert {"type": "state", "state": "closed"} in reader.controls
+            await eventually(lambda: gateway.hub("s-1") is None)
+
+    run(scenario())
+
+
+# --- bounds -------------------------------------------------------------------------------------------
+
+
+class _StalledSocket:
+    """A viewer socket whose sends block until released, like a browser that stopped reading."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes | str] = []
+        self.released = asyncio.Event()
+
+    async def send(self, message: bytes | str) -> None:
+        await self.released.wait()
+        self.sent.append(message)
+
+
+def test_a_slow_viewer_never_queues_more_than_its_budget_and_is_resynced() -> None:
+    limits = HubLimits(viewer_backlog_bytes=16 * 1024, scrollback_bytes=8 * 1024)
+    state_message = control("state", state="open")
+
+    async def scenario() -> None:
+        socket = _StalledSocket()
+        socket.released.set()
+        viewer = Viewer(socket, read_only=False, limits=limits)  # type: ignore[arg-type]
+        scrollback = Scrollback(limits.scrollback_bytes)
+        pump = asyncio.create_task(viewer.pump(scrollback, lambda: "open"))
+        await eventually(lambda: socket.sent == [control("resync"), state_message])  # joined
+        # Given a browser that stops reading while the pump is sending
+        socket.released.clear()
+        viewer.offer(b"stuck\n")
+        await asyncio.sleep(0.01)
+        # When 1 MB of output arrives against a 16 KiB budget
+        for index in range(1000):
+            chunk = f"line {index:04d} ".encode().ljust(1023, b".") + b"\n"
+            scrollback.append(chunk)
+            viewer.offer(chunk)
+            assert viewer.backlog_bytes <= limits.viewer_backlog_bytes
+        # Then, once it reads again, it gets a resync with the latest output, and nothing is left queued
+        socket.released.set()
+        await eventually(lambda: len(socket.sent) > 3 and socket.sent[-1] == state_message)
+        pump.cancel()
+        assert viewer.resyncs >= 1 and viewer.backlog_bytes == 0
+        after_stall = socket.sent[2:]
+        assert after_stall[:2] == [b"stuck\n", control("resync")]
+        replay = after_stall[2]
+        assert isinstance(replay, bytes) and len(replay) <= limits.scrollback_bytes
+        assert replay.endswith(b"line 0999 " + b"." * 1013 + b"\n")
+
+    run(scenario())
+
+
+def test_a_viewer_whose_socket_stalls_past_the_send_timeout_is_given_up() -> None:
+    async def scenario() -> None:
+        socket = _StalledSocket()
+        viewer = Viewer(socket, read_only=False, limits=HubLimits(send_timeout_s=0.1))  # type: ignore[arg-type]
+        with pytest.raises(TimeoutError):
+            await viewer.pump(Scrollback(1024), lambda: "open")
+
+    run(scenario())
+
+
+def test_the_scrollback_keeps_only_the_latest_bytes_from_a_line_start() -> None:
+    scrollback = Scrollback(64 * 1024)
+    for index in range(5000):
+        scrollback.append(f"output line {index}\r\n".encode())
+    replay = scrollback.snapshot()
+    assert len(replay) <= 64 * 1024
+    assert replay.endswith(b"output line 4999\r\n")
+    assert replay.startswith(b"output line ")
+
+
+# --- HTTP ---------------------------------------------------------------------------------------------
+
+
+def _http_get(url: str) -> tuple[int, str, bytes]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+def test_the_page_and_its_assets_are_served_and_nothing_else(tmp_path: Path) -> None:
+    node_modules = tmp_path / "node_modules"
+    (node_modules / "@xterm/xterm/lib").mkdir(parents=True)
+    (node_modules / "@xterm/xterm/lib/xterm.js").write_text("/* xterm */")
+
+    async def scenario() -> None:
+        async with running_gateway(node_modules=node_modules) as (gateway, _):
+            get = lambda path: asyncio.to_thread(_http_get, gateway.url + path)  # noqa: E731
+            status, content_type, body = await get("/")
+            assert (status, content_type) == (200, "text/html; charset=utf-8")
+            assert b'src="/vendor/xterm.js"' in body
+            assert (await get("/vendor/xterm.js"))[::2] == (200, b"/* xterm */")
+            assert (await get("/vendor/addon-fit.js"))[0] == 503  # not installed: says how to fix it
+            assert (await get("/terminal.js"))[0] == 200
+            for path in ("/nope", "/vendor/../gateway.py", "/static/index.html", "/%2e%2e/gateway.py"):
+                assert (await get(path))[0] == 404, path
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(f"ws://127.0.0.1:{gateway.port}/elsewhere"):
+                    pass
+            assert refused.value.response.status_code == 404
+
+    run(scenario())
+
+
+def test_the_gateway_command_is_registered_with_its_options() -> None:
+    import argparse
+
+    from cloudide.transport import gateway
+
+    parser = argparse.ArgumentParser()
+    gateway.register(parser.add_subparsers())
+    args = parser.parse_args(["gateway", "--api", "http://127.0.0.1:3000", "--port", "8081"])
+    assert (args.api, args.port, args.host, args.func) == (
+        "http://127.0.0.1:3000",
+        8081,
+        "127.0.0.1",
+        gateway._run_command,
+    )
+    assert isinstance(Gateway, type)

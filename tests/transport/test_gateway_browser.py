@@ -1,0 +1,87 @@
+"""The gateway's page in headless chromium: a user types, a read-only viewer watches, the page keeps up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cloudide.transport.gateway import DEFAULT_NODE_MODULES
+from tests.support import IN_CI, require_tool
+from tests.transport.browser import Browser, Page, run, running_gateway
+
+pytestmark = pytest.mark.browser
+
+SCREEN_LINES = """(() => {
+  const buffer = term.buffer.active;
+  const lines = [];
+  for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
+  return lines;
+})()"""
+
+
+def _require_xterm() -> None:
+    if not (DEFAULT_NODE_MODULES / "@xterm/xterm/lib/xterm.js").is_file():
+        message = "xterm.js is not installed; `make node_modules` (npm ci) installs it"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+
+
+async def _wait_for_line(page: Page, line: str) -> None:
+    await page.wait_for(f"{SCREEN_LINES}.includes({json.dumps(line)})")
+
+
+async def _run_in_terminal(page: Page, command: str) -> None:
+    await page.evaluate("term.focus()")
+    await page.type(command + "\r")
+
+
+def test_in_chromium_a_user_types_and_a_read_only_viewer_watches_without_typing(tmp_path: Path) -> None:
+    chromium = require_tool("chromium", "the gateway's page is tested in a headless browser")
+    _require_xterm()
+    marker = tmp_path / "typed-in-the-read-only-page"
+
+    async def scenario() -> None:
+        async with running_gateway() as (gateway, peer), Browser(chromium) as browser:
+            # Given the page opened as the local stack opens it
+            writer = await browser.new_page(f"{gateway.url}/#session=s-1&token=t-1")
+            await writer.wait_for("window.gateway && gateway.state === 'open'")
+            assert await writer.evaluate("location.hash") == ""  # the token left the address bar
+            # When the user types
+            await _run_in_terminal(writer, "echo hel''lo")
+            # Then the shell's answer is on the screen
+            await _wait_for_line(writer, "hello")
+
+            # Given a read-only viewer of the same session
+            reader = await browser.new_page(f"{gateway.url}/#session=s-1&token=t-1&mode=read")
+            await reader.wait_for("window.gateway && gateway.state === 'open' && gateway.readOnly")
+            assert await reader.evaluate("document.getElementById('mode').hidden") is False
+            await _wait_for_line(reader, "hello")  # replayed on joining
+            await _run_in_terminal(writer, "echo watch-$((6*7))")
+            await _wait_for_line(reader, "watch-42")
+            # When it types, nothing reaches the shell
+            await _run_in_terminal(reader, f"touch {marker}")
+            await _run_in_terminal(
+                writer, f"test -e {marker} && echo marker-ex''ists || echo marker-ab''sent"
+            )
+            await _wait_for_line(writer, "marker-absent")
+            assert not any("touch" in line for line in await reader.evaluate(SCREEN_LINES))
+
+            # The PTY follows the writer's window (fit addon), and the page shows upstream reconnects
+            await writer.call("Page.bringToFront")  # hidden tabs defer layout
+            await writer.call(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": 640, "height": 420, "deviceScaleFactor": 1, "mobile": False},
+            )
+            await writer.wait_for("term.cols < 90")
+            rows, cols = await writer.evaluate("[term.rows, term.cols]")
+            await _run_in_terminal(writer, "stty size")
+            await _wait_for_line(writer, f"{rows} {cols}")
+            peer.cut()
+            await writer.wait_for("gateway.states.includes('reconnecting') && gateway.state === 'open'")
+            await _run_in_terminal(writer, "echo after-$((3*3))-cut")
+            await _wait_for_line(writer, "after-9-cut")
+            await _wait_for_line(reader, "after-9-cut")
+
+    run(scenario(), timeout_s=90)
+    assert not marker.exists()
