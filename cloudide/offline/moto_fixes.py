@@ -1,4 +1,5 @@
-# mypy: disable-error-code="method-assign,attr-defined,assignment,union-attr,typeddict-item,arg-type,var-annotated,unused-ignore"
+# mypy: disable-error-code="method-assign,attr-defined,assignment,union-attr"
+# mypy: disable-error-code="typeddict-item,arg-type,var-annotated,unused-ignore"
 # (this module patches moto classes in place; moto's own annotations cannot describe that)
 """Every correction the offline harness applies to moto 5.2.5, in one place.
 
@@ -187,8 +188,9 @@ def fix_ecs_run_task_integration() -> None:
         if isinstance(ex, ClientError):
             meta = ex.response["ResponseMetadata"]
             cause = (
-                f"{ex.response['Error']['Message']} (Service: AmazonECS; Status Code: {meta['HTTPStatusCode']};"
-                f" Error Code: {ex.response['Error']['Code']}; Request ID: {meta.get('RequestId')}; Proxy: null)"
+                f"{ex.response['Error']['Message']} (Service: AmazonECS;"
+                f" Status Code: {meta['HTTPStatusCode']}; Error Code: {ex.response['Error']['Code']};"
+                f" Request ID: {meta.get('RequestId')}; Proxy: null)"
             )
         elif isinstance(ex, _RunTaskFailures):
             cause = str(ex)
@@ -876,7 +878,8 @@ class PlaceholderResource(_cloudformation_model()):  # type: ignore[misc]
     def get_cfn_attribute(self, attribute_name: str) -> str:
         if attribute_name.endswith("Arn"):
             service = self.resource_type.split("::")[1].lower()
-            return f"arn:aws:{service}:{self.region_name}:{self.account_id}:placeholder/{self.physical_resource_id}"
+            where = f"{self.region_name}:{self.account_id}"
+            return f"arn:aws:{service}:{where}:placeholder/{self.physical_resource_id}"
         return f"{self.physical_resource_id}.{attribute_name}"
 
     @staticmethod

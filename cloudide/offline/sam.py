@@ -23,8 +23,9 @@ ACCOUNT_ID = "123456789012"
 AWS_MANAGED_POLICIES = {
     name: f"arn:aws:iam::aws:policy/{path}{name}"
     for path, names in {
-        "": ["AWSXrayWriteOnlyAccess", "AWSXRayDaemonWriteAccess", "CloudWatchLambdaInsightsExecutionRolePolicy",
-             "AmazonSSMManagedInstanceCore", "AWSStepFunctionsFullAccess", "AmazonS3ReadOnlyAccess"],
+        "": ["AWSXrayWriteOnlyAccess", "AWSXRayDaemonWriteAccess",
+             "CloudWatchLambdaInsightsExecutionRolePolicy", "AmazonSSMManagedInstanceCore",
+             "AWSStepFunctionsFullAccess", "AmazonS3ReadOnlyAccess"],
         "service-role/": ["AWSLambdaBasicExecutionRole", "AWSLambdaVPCAccessExecutionRole",
                           "AmazonECSTaskExecutionRolePolicy", "AWSLambdaRole"],
     }.items()

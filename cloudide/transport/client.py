@@ -220,8 +220,8 @@ class TerminalConnection:
             self._supervisor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-        if self._failure is None:
-            self._finish(TransportError("the terminal connection was closed"))
+        if self._failure is None or self.state != "closed":
+            self._finish(self._failure or TransportError("the terminal connection was closed"))
 
     def _set_state(self, state: ConnectionState) -> None:
         if state == self.state:
@@ -232,10 +232,11 @@ class TerminalConnection:
             self._on_state(state)
 
     def _finish(self, failure: TransportError) -> None:
+        """Closed locally: unread output is of no use any more, but recv() callers must learn of the end."""
         self._failure = failure
         self._channel = None
         self._ready.set()  # wakes senders so they see the failure
-        while True:  # make room for the end marker; recv() callers only need to learn that it ended
+        while True:
             try:
                 self._output.put_nowait(failure)
                 break
@@ -281,7 +282,10 @@ class TerminalConnection:
                     await asyncio.sleep(self.reconnect.delay(failures))
                 logger.info("reconnecting", extra={"session_id": self.session_id, "replay": len(replay)})
         except TransportError as failure:
-            self._finish(failure)
+            self._failure = failure
+            self._ready.set()  # wakes senders so they see the failure
+            await self._output.put(failure)  # behind the output already received: the shell's last words
+            self._set_state("closed")
 
     async def _open_channel(self) -> DataChannel:
         async with asyncio.timeout(self.timeouts.connect):

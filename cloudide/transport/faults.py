@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -47,8 +47,9 @@ class FaultPlan:
 class FaultyTransport:
     """A :class:`cloudide.transport.channel.Transport` over a websockets connection, with faults."""
 
-    def __init__(self, connection: Connection, plan: FaultPlan) -> None:
+    def __init__(self, connection: Connection, plan: FaultPlan, injected: Counter[str] | None = None) -> None:
         self._connection = connection
+        self.injected = injected if injected is not None else Counter()
         self._plan = plan
         self._random = random.Random(plan.seed)
         self._held_outgoing: bytes | None = None
@@ -57,8 +58,11 @@ class FaultyTransport:
         self._sent = 0
         self._background: set[asyncio.Task[None]] = set()
 
-    def _roll(self, probability: float) -> bool:
-        return probability > 0 and self._random.random() < probability
+    def _roll(self, probability: float, fault: str) -> bool:
+        if probability > 0 and self._random.random() < probability:
+            self.injected[fault] += 1
+            return True
+        return False
 
     async def send(self, message: bytes | str) -> None:
         if isinstance(message, str) or message[4 : 4 + len(_EXEMPT_TYPE)] == _EXEMPT_TYPE:
@@ -68,14 +72,15 @@ class FaultyTransport:
         self._sent += 1
         if plan.close_after is not None and self._sent > plan.close_after:
             logger.info("fault: cutting the connection", extra={"frames_sent": self._sent - 1})
+            self.injected["cut"] += 1
             self.abort()
             return
-        if self._roll(plan.drop):
+        if self._roll(plan.drop, "drop"):
             return
-        if self._roll(plan.delay):
+        if self._roll(plan.delay, "delay"):
             self._spawn(self._send_later(message, plan.delay_seconds))
             return
-        if self._held_outgoing is None and self._roll(plan.reorder):
+        if self._held_outgoing is None and self._roll(plan.reorder, "reorder"):
             self._held_outgoing = message
             self._spawn(self._flush_held(plan.delay_seconds))  # in case no later frame overtakes it
             return
@@ -83,7 +88,7 @@ class FaultyTransport:
         if self._held_outgoing is not None:
             held, self._held_outgoing = self._held_outgoing, None
             await self._connection.send(held)
-        if self._roll(plan.duplicate):
+        if self._roll(plan.duplicate, "duplicate"):
             await self._connection.send(message)
 
     async def recv(self) -> bytes | str:
@@ -93,16 +98,16 @@ class FaultyTransport:
             if isinstance(message, str):
                 self._incoming.append(message)
                 break
-            if self._roll(plan.drop):
+            if self._roll(plan.drop, "drop"):
                 continue
-            if self._held_incoming is None and self._roll(plan.reorder):
+            if self._held_incoming is None and self._roll(plan.reorder, "reorder"):
                 self._held_incoming = message
                 continue
             self._incoming.append(message)
             if self._held_incoming is not None:
                 self._incoming.append(self._held_incoming)
                 self._held_incoming = None
-            if self._roll(plan.duplicate):
+            if self._roll(plan.duplicate, "duplicate"):
                 self._incoming.append(message)
         return self._incoming.popleft()
 

@@ -138,12 +138,13 @@ class Viewer:
         if isinstance(item, str):
             return item
         frame = bytearray(item)
-        while self._outbox and isinstance(self._outbox[0], bytes):
-            if len(frame) + len(self._outbox[0]) > self._limits.frame_bytes:
+        while self._outbox:
+            following = self._outbox[0]
+            if not isinstance(following, bytes) or len(frame) + len(following) > self._limits.frame_bytes:
                 break
-            more = self._outbox.popleft()
-            self._backlog -= len(more)
-            frame += more
+            self._outbox.popleft()
+            self._backlog -= len(following)
+            frame += following
         return bytes(frame)
 
     async def _send(self, message: bytes | str) -> None:
@@ -219,13 +220,13 @@ class SessionHub:
             self._linger = loop.call_later(self.limits.linger_s, self._close_if_unwatched)
 
     async def send_input(self, viewer: Viewer, data: bytes) -> None:
-        if self._upstream is None:
+        if viewer.read_only or self._upstream is None:
             return
         await self._upstream.send(data)
 
     async def resize(self, viewer: Viewer, rows: int, cols: int) -> None:
         """The latest writable viewer to resize sets the PTY size; read-only viewers never do."""
-        if self._upstream is None:
+        if viewer.read_only or self._upstream is None:
             return
         await self._upstream.resize(rows, cols)
 

@@ -32,6 +32,7 @@ import struct
 import subprocess
 import termios
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,8 @@ class LocalPeer:
         self._limits = limits or ChannelLimits(give_up_after=None)  # the agent never gives up resending
         self._sessions: dict[str, _Session] = {}
         self._server: Server | None = None
+        self.injected: Counter[str] = Counter()
+        """How many faults of each kind were injected, over all connections (for tests to check)."""
 
     async def __aenter__(self) -> LocalPeer:
         await self.start()
@@ -168,7 +171,9 @@ class LocalPeer:
         if session is None:
             return
         session.connections.add(connection)
-        transport: Transport = FaultyTransport(connection, self.faults) if self.faults else connection
+        transport: Transport = (
+            FaultyTransport(connection, self.faults, self.injected) if self.faults else connection
+        )
         name = f"peer:{session.credentials.session_id}"
         try:
             async with DataChannel(

@@ -1,5 +1,6 @@
 """Request and response shapes of the REST API. Strict: unknown fields are refused, each constraint
-surfaces as a 422 naming the field, and the generated OpenAPI document is built from these models."""
+surfaces as a 422 naming the field, and the generated OpenAPI document is built from these models.
+Strict types: `true` is not a number of minutes and `"yes"` is not a boolean."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
 class StartSessionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     projectId: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN, description="The IDE project")
     image: str | None = Field(None, min_length=1, max_length=64, pattern=NAME_PATTERN)
@@ -21,7 +22,7 @@ class StartSessionRequest(BaseModel):
 
 
 class ConnectRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     readOnly: bool = Field(False, description="Attach without the ability to type (for viewers)")
 

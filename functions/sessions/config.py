@@ -69,6 +69,10 @@ class Settings(BaseModel):
             raise ValueError(f"ALLOWED_TIERS names unknown tiers {unknown}; known: {sorted(TIERS)}")
         if self.default_tier not in self.allowed_tiers:
             raise ValueError(f"DEFAULT_TIER {self.default_tier!r} is not in ALLOWED_TIERS")
-        if not self.idle_timeout_min_minutes <= self.idle_timeout_default_minutes <= self.idle_timeout_max_minutes:
+        if (
+            not self.idle_timeout_min_minutes
+            <= self.idle_timeout_default_minutes
+            <= self.idle_timeout_max_minutes
+        ):
             raise ValueError("IDLE_TIMEOUT_DEFAULT_MINUTES must lie within the MIN/MAX bounds")
         return self

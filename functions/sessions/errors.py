@@ -26,12 +26,20 @@ class InvalidRequest(ApiError):
     status, code = HTTPStatus.BAD_REQUEST, "InvalidRequest"
 
 
+class Unauthorized(ApiError):
+    status, code = HTTPStatus.UNAUTHORIZED, "Unauthorized"
+
+
 class NotFound(ApiError):
     status, code = HTTPStatus.NOT_FOUND, "NotFound"
 
 
 class Conflict(ApiError):
     status, code = HTTPStatus.CONFLICT, "Conflict"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"
 
 
 class QuotaExceeded(ApiError):

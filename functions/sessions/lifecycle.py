@@ -13,6 +13,7 @@ state transitions grow with its idle periods, not with its length.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -82,7 +83,10 @@ def watch_limits(session: Session, moment: datetime | None = None) -> dict[str, 
     moment = moment or clock.now()
     remaining = int((clock.parse(session.lifetime_deadline) - moment).total_seconds())
     timeout = max(remaining, 2)
-    return {"idleTimeoutSeconds": min(session.idle_timeout_seconds, timeout - 1), "lifetimeRemainingSeconds": timeout}
+    return {
+        "idleTimeoutSeconds": min(session.idle_timeout_seconds, timeout - 1),
+        "lifetimeRemainingSeconds": timeout,
+    }
 
 
 def stop_reason(session: Session, moment: datetime | None = None) -> str | None:
@@ -116,7 +120,10 @@ def ending(session: Session) -> tuple[Status, str]:
     if session.exit_code == OOM_EXIT_CODE:
         return Status.FAILED, "out of memory: the terminal exceeded its tier's memory (exit code 137)"
     if code == "SpotInterruption":
-        return Status.STOPPED, "Fargate Spot reclaimed the capacity (SpotInterruption); the workspace was flushed"
+        return (
+            Status.STOPPED,
+            "Fargate Spot reclaimed the capacity (SpotInterruption); the workspace was flushed",
+        )
     if code == "TaskFailedToStart":
         return Status.FAILED, f"the task failed to start: {detail}"
     if code == "EssentialContainerExited":
@@ -128,10 +135,8 @@ def failure_reason(session: Session, error: dict[str, Any]) -> str:
     """A readable reason for the workflow's failure path, from the Step Functions error object."""
     name = str(error.get("Error", "Error"))
     cause = str(error.get("Cause", ""))
-    try:
+    with contextlib.suppress(ValueError, AttributeError):
         cause = json.loads(cause).get("errorMessage", cause)
-    except (ValueError, AttributeError):
-        pass
     if name in ("States.Timeout", "States.HeartbeatTimeout"):
         return f"the task did not start in time (still {session.task_status or session.status.value})"
     if name == "AgentNotReady":
@@ -175,7 +180,9 @@ class Lifecycle:
                 )
             except TransitionRejected as rejected:
                 # The task's own events already ended the session (it died at once).
-                raise TaskStopped((rejected.session and rejected.session.status_reason) or "ended") from rejected
+                raise TaskStopped(
+                    (rejected.session and rejected.session.status_reason) or "ended"
+                ) from rejected
         self._park(session_id, token, WaitingFor.RUNNING)
 
     def _start_task(self, session: Session) -> tuple[str, str]:
@@ -194,14 +201,12 @@ class Lifecycle:
 
     def _count_attempt(self, session: Session) -> None:
         """A failed attempt started no task, so the next one may use a fresh client token."""
-        try:
+        with contextlib.suppress(TransitionRejected):
             self._store.update_fields(
                 session.session_id,
                 {"provisionAttempts": session.provision_attempts + 1},
                 while_status=(Status.PROVISIONING,),
             )
-        except TransitionRejected:
-            pass
 
     def watch(self, session_id: str, token: str) -> None:
         """Gate READY on the exec agent, then park the token until stop, idle or lifetime end."""

@@ -106,5 +106,12 @@ class Session(BaseModel):
             by_alias=True,
             exclude_none=True,
             mode="json",
-            exclude={"wait_token", "waiting_for", "last_event_version", "provision_attempts", "expires_at", "end_status"},
+            exclude={
+                "wait_token",
+                "waiting_for",
+                "last_event_version",
+                "provision_attempts",
+                "expires_at",
+                "end_status",
+            },
         )

@@ -43,14 +43,20 @@ class SessionService:
         settings = self._settings
         image = request.image or settings.default_image
         if image not in settings.images:
-            raise InvalidRequest(f"image {image!r} is not offered; choose one of {sorted(settings.images)}", field="image")
+            raise InvalidRequest(
+                f"image {image!r} is not offered; choose one of {sorted(settings.images)}", field="image"
+            )
         tier = request.tier or settings.default_tier
         if tier not in settings.allowed_tiers or tier not in TIERS:
-            raise InvalidRequest(f"tier {tier!r} is not offered; choose one of {settings.allowed_tiers}", field="tier")
+            raise InvalidRequest(
+                f"tier {tier!r} is not offered; choose one of {settings.allowed_tiers}", field="tier"
+            )
         idle_minutes = request.idleTimeoutMinutes or settings.idle_timeout_default_minutes
         low, high = settings.idle_timeout_min_minutes, settings.idle_timeout_max_minutes
         if not low <= idle_minutes <= high:
-            raise InvalidRequest(f"idleTimeoutMinutes must be between {low} and {high}", field="idleTimeoutMinutes")
+            raise InvalidRequest(
+                f"idleTimeoutMinutes must be between {low} and {high}", field="idleTimeoutMinutes"
+            )
 
         live = self._store.list_by_owner(owner_id, live_only=True)
         if len(live) >= settings.sessions_per_user:
@@ -87,7 +93,9 @@ class SessionService:
                 input=json.dumps({"sessionId": session.session_id}),
             )
         except Exception as error:
-            self._store.transition(session.session_id, Status.FAILED, reason=f"could not start the workflow: {error}")
+            self._store.transition(
+                session.session_id, Status.FAILED, reason=f"could not start the workflow: {error}"
+            )
             raise Unavailable("could not start the session workflow; try again") from error
         return self._store.update_fields(
             session.session_id, {"executionArn": execution["executionArn"]}, while_status=tuple(Status)

@@ -59,7 +59,10 @@ class SessionStore:
         return session
 
     def list_by_owner(self, owner_id: str, *, live_only: bool = False) -> list[Session]:
-        query: dict[str, Any] = {"IndexName": OWNER_INDEX, "KeyConditionExpression": Key("ownerId").eq(owner_id)}
+        query: dict[str, Any] = {
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": Key("ownerId").eq(owner_id),
+        }
         if live_only:
             query["FilterExpression"] = Attr(LIVE_MARK).exists()
         items: list[dict[str, Any]] = []
@@ -208,7 +211,9 @@ class SessionStore:
             session_id, set_fields=set_fields, condition=condition, reject_message="stale or duplicate event"
         )
 
-    def update_fields(self, session_id: str, fields: dict[str, Any], *, while_status: tuple[Status, ...]) -> Session:
+    def update_fields(
+        self, session_id: str, fields: dict[str, Any], *, while_status: tuple[Status, ...]
+    ) -> Session:
         """Set fields without changing status, only while the session is in one of `while_status`."""
         return self._update(
             session_id,

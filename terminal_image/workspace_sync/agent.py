@@ -8,11 +8,12 @@ the deadline.
 
 from __future__ import annotations
 
+import queue
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +67,13 @@ class SyncAgent:
         self.ignore = self._load_ignores()
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="sync")
         self._in_flight: dict[str, Future[Updates]] = {}
+        self._finished: queue.SimpleQueue[str] = queue.SimpleQueue()  # paths whose transfer ended
         self._attempts: dict[str, int] = {}
         self._deferred_dirs: set[str] = set()
+        # A listing started before one of our own writes must not undo it: each applied change gets a
+        # generation, and a poll ignores paths changed after it started.
+        self._generation = 0
+        self._changed_at: dict[str, int] = {}
         self._stop = threading.Event()
         self._poll_now = threading.Event()
         self._observer: Any = None
@@ -84,14 +90,11 @@ class SyncAgent:
     # -- lifecycle ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Watch, then pull the workspace; raises InitialSyncError if it cannot be completed."""
+        """Pull the workspace, then watch it; raises InitialSyncError if the pull cannot be completed."""
         self._root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.config.state_dir / "tmp", ignore_errors=True)  # partial downloads of a past run
         self.index.load()
         self._set_phase(phases.PULLING)
-        self._observer = start_watching(
-            self._root, self.changes.add, self._skip_event, self.config.watcher, self.log
-        )
         started = time.monotonic()
         for round_number in range(1, _INITIAL_ROUNDS + 1):
             plan = self._plan(self.store.list(), self._scan())
@@ -110,6 +113,12 @@ class SyncAgent:
                     f"{len(failures)} paths could not be synced, e.g. {sorted(failures)[:5]}"
                 )
             time.sleep(min(2**round_number * 0.5, _MAX_BACKOFF))
+        # Watch only now (the pull's own writes are not changes), then catch what changed meanwhile.
+        self._observer = start_watching(
+            self._root, self.changes.add, self._skip_event, self.config.watcher, self.log
+        )
+        for rel in self._plan(None, self._scan()).pushes:
+            self.changes.add(rel)
         self.index.save()
         self.log.info(
             "initial sync complete",
@@ -127,6 +136,7 @@ class SyncAgent:
         next_poll = time.monotonic() + self.config.poll_seconds
         next_rescan = time.monotonic() + self.config.rescan_seconds
         poll: Future[dict[str, RemoteEntry]] | None = None
+        poll_generation = 0
         while not self._stop.is_set():
             now = time.monotonic()
             self._reap()
@@ -134,8 +144,9 @@ class SyncAgent:
             if poll is None and (now >= next_poll or self._poll_now.is_set()):
                 self._poll_now.clear()
                 poll = self._pool.submit(self.store.list)
+                poll_generation = self._generation
             if poll is not None and poll.done():
-                self._apply_poll(poll)
+                self._apply_poll(poll, poll_generation)
                 poll = None
                 next_poll = time.monotonic() + self.config.poll_seconds
             if now >= next_rescan:
@@ -235,8 +246,7 @@ class SyncAgent:
         done = 0
         last_progress = time.monotonic()
         while self._in_flight:
-            wait(list(self._in_flight.values()), timeout=_PROGRESS_EVERY, return_when=FIRST_COMPLETED)
-            finished, failed = self._reap(retry=False)
+            finished, failed = self._reap(retry=False, block_seconds=_PROGRESS_EVERY)
             done += finished
             failures |= failed
             if progress and time.monotonic() - last_progress >= _PROGRESS_EVERY:
@@ -251,7 +261,9 @@ class SyncAgent:
         return failures
 
     def _submit(self, rel: str, fn: Callable[..., Updates], *args: Any) -> None:
-        self._in_flight[rel] = self._pool.submit(fn, *args)
+        future = self._pool.submit(fn, *args)
+        self._in_flight[rel] = future
+        future.add_done_callback(lambda _: self._finished.put(rel))
 
     def _dispatch_pushes(self, paths: list[str]) -> None:
         if any(rel == SYNCIGNORE for rel in paths):
@@ -273,7 +285,7 @@ class SyncAgent:
             elif not self.ignore.ignored(rel) and self.store.layout.fits(rel):
                 self._submit(rel, self.engine.push, rel, self.index.get(rel))
 
-    def _apply_poll(self, poll: Future[dict[str, RemoteEntry]]) -> None:
+    def _apply_poll(self, poll: Future[dict[str, RemoteEntry]], generation: int) -> None:
         try:
             remote = poll.result()
         except Exception as error:
@@ -282,6 +294,8 @@ class SyncAgent:
             return
         plan = self._plan(remote, {})
         for rel, entry in plan.pulls.items():
+            if self._changed_at.get(rel, -1) >= generation:
+                continue  # the listing predates our own write of this path
             if rel in self._in_flight or rel in self.changes:
                 continue  # a local change is on its way; its conditional write will notice the remote one
             base = self.index.get(rel)
@@ -289,14 +303,27 @@ class SyncAgent:
                 self._deferred_dirs.add(rel)
             else:
                 self._submit(rel, self.engine.pull, rel, entry, base)
+        # Later polls start later: what changed before this one can no longer be undone by them.
+        self._changed_at = {path: gen for path, gen in self._changed_at.items() if gen >= generation}
 
-    def _reap(self, retry: bool = True) -> tuple[int, set[str]]:
-        """Apply finished transfers; failed pushes come back with backoff, failed pulls at the next poll."""
+    def _reap(self, retry: bool = True, block_seconds: float = 0.0) -> tuple[int, set[str]]:
+        """Apply finished transfers; failed pushes come back with backoff, failed pulls at the next poll.
+
+        Completions arrive on a queue, so the cost is per finished transfer, not per transfer in flight.
+        """
         finished = 0
         failed: set[str] = set()
-        for rel, future in list(self._in_flight.items()):
-            if not future.done():
-                continue
+        done: list[str] = []
+        try:
+            done.append(
+                self._finished.get(timeout=block_seconds) if block_seconds else self._finished.get_nowait()
+            )
+            while True:
+                done.append(self._finished.get_nowait())
+        except queue.Empty:
+            pass
+        for rel in done:
+            future = self._in_flight[rel]
             del self._in_flight[rel]
             finished += 1
             try:
@@ -321,15 +348,12 @@ class SyncAgent:
         self._attempts.pop(rel, None)
         for path, entry in updates.items():
             self.index.set(path, entry)
+            self._changed_at[path] = self._generation
+        self._generation += 1
 
     def _wait_all(self, deadline: float) -> None:
         while self._in_flight and time.monotonic() < deadline:
-            wait(
-                list(self._in_flight.values()),
-                timeout=max(0.0, deadline - time.monotonic()),
-                return_when=FIRST_COMPLETED,
-            )
-            self._reap()
+            self._reap(block_seconds=max(0.001, min(_TICK, deadline - time.monotonic())))
 
     # -- small helpers ------------------------------------------------------------------------------------
 

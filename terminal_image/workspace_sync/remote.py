@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -170,8 +169,6 @@ class RemoteStore:
                         digest.update(chunk)
                         size += len(chunk)
                         on_bytes(len(chunk))
-                    out.flush()
-                    os.fsync(out.fileno())
             else:
                 target = body.read()
                 digest.update(target)

@@ -20,7 +20,6 @@ import pytest
 from aws_lambda_powertools import Logger
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
-
 from workspace_sync.agent import SyncAgent
 from workspace_sync.config import SyncConfig
 
@@ -103,7 +102,11 @@ def bucket_tree(s3: Any, bucket: str) -> dict[str, bytes]:
     tree = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=PREFIX + "/"):
         for obj in page.get("Contents", []):
-            tree[obj["Key"][len(PREFIX) + 1 :]] = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            try:
+                body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                continue  # deleted between the listing and the read
+            tree[obj["Key"][len(PREFIX) + 1 :]] = body
     return tree
 
 
@@ -172,7 +175,10 @@ class AgentProcess:
         self.log_path = log
         self._log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workspace_sync", "run"], env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "workspace_sync", "run"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def status(self) -> dict[str, Any]:
@@ -183,7 +189,9 @@ class AgentProcess:
             return {}
 
     def wait_running(self) -> None:
-        eventually(lambda: self.status().get("phase") == "running" and self.status().get("pid") == self.proc.pid)
+        eventually(
+            lambda: self.status().get("phase") == "running" and self.status().get("pid") == self.proc.pid
+        )
 
     def wait(self, timeout: float = 90) -> int:
         try:

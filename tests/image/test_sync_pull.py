@@ -27,11 +27,15 @@ def test_initial_pull_reproduces_nested_binary_empty_unicode_symlinks_and_empty_
     for rel, body in plain.items():
         s3.put_object(Bucket=bucket, Key=key(rel), Body=body)
     s3.put_object(
-        Bucket=bucket, Key=key("bin/run.sh"), Body=b"#!/bin/sh\necho run\n",
+        Bucket=bucket,
+        Key=key("bin/run.sh"),
+        Body=b"#!/bin/sh\necho run\n",
         Metadata={"cloudide-kind": "file", "cloudide-mode": "0755"},
     )
     s3.put_object(
-        Bucket=bucket, Key=key("links/to-readme"), Body=b"../README.md",
+        Bucket=bucket,
+        Key=key("links/to-readme"),
+        Body=b"../README.md",
         Metadata={"cloudide-kind": "symlink", "cloudide-mode": "0777"},
     )
     s3.put_object(Bucket=bucket, Key=key("build/output/"), Body=b"", Metadata={"cloudide-kind": "dir"})

@@ -94,7 +94,7 @@ async def test_duplicates_are_reacknowledged_but_delivered_once() -> None:
     far.output(0, b"once")
     far.output(1, b"next")
 
-    first, second = (await asyncio.wait_for(channel.receive(), WAIT) for _ in range(2))
+    first, second = [await asyncio.wait_for(channel.receive(), WAIT) for _ in range(2)]
 
     assert (first.payload, second.payload) == (b"once", b"next")
     assert await far.acks(3) == [0, 0, 1]

@@ -339,3 +339,21 @@ def test_the_gateway_command_is_registered_with_its_options() -> None:
         gateway._run_command,
     )
     assert isinstance(Gateway, type)
+
+
+def test_a_page_reload_reuses_the_upstream_and_an_unwatched_session_is_let_go() -> None:
+    calls: list[tuple[str, str]] = []
+
+    async def scenario() -> None:
+        async with running_gateway(
+            lambda peer: peer_factory(peer, calls=calls), limits=HubLimits(linger_s=0.5)
+        ) as (gateway, _):
+            async with FakeBrowser.open(gateway) as before:
+                await before.type("echo before-$((2+2))-reload\r")
+                await before.wait_output("before-4-reload")
+            async with FakeBrowser.open(gateway) as after:  # within the linger: same shell, replayed
+                await after.wait_output("before-4-reload")
+            assert calls == [("s-1", "t-1")]
+            await eventually(lambda: gateway.hub("s-1") is None, timeout_s=5)
+
+    run(scenario())

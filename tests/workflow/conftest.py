@@ -7,18 +7,14 @@ emitting the task-state events that the real rule delivers to the real handler.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from cloudide.offline import moto_fixes
-from cloudide.offline.stack import OfflineAws
 from sessions import clock
 from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
@@ -27,86 +23,12 @@ from sessions.lifecycle import Lifecycle
 from sessions.record import Session, Status
 from sessions.store import SessionStore
 
+from cloudide.offline import moto_fixes
+from cloudide.offline.fargate import FakeFargate
+from cloudide.offline.stack import OfflineAws
+
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
-
-
-@dataclass
-class TaskScript:
-    """How the fake Fargate treats the next task it sees."""
-
-    reach_running: bool = True
-    agent_ready: bool = True
-    crash_on_start: bool = False  # STOPPED with TaskFailedToStart instead of RUNNING
-    pending_delay: float = 0.05
-    running_delay: float = 0.1
-    stop_delay: float = 0.1
-    stop_event: bool = True  # False: the STOPPED event is lost
-
-
-@dataclass
-class FakeFargate:
-    """Moves every task of the cluster through PENDING -> RUNNING (-> agent RUNNING), and to STOPPED on
-    StopTask, emitting the task-state events ECS would."""
-
-    aws: OfflineAws
-    cluster: str
-    script: TaskScript = field(default_factory=TaskScript)
-    seen: set[str] = field(default_factory=set)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def start(self) -> None:
-        self.aws.ecs.on_stop_task(self._on_stop_task)
-        watcher = threading.Thread(target=self._watch, name="fake-fargate", daemon=True)
-        watcher.start()
-        self._threads.append(watcher)
-
-    def close(self) -> None:
-        self._stop.set()
-
-    def _watch(self) -> None:
-        ecs = self.aws.client("ecs")
-        while not self._stop.is_set():
-            for arn in ecs.list_tasks(cluster=self.cluster, desiredStatus="RUNNING").get("taskArns", []):
-                if arn not in self.seen:
-                    self.seen.add(arn)
-                    self._spawn(self._start_task, arn, self.script)
-            self._stop.wait(0.05)
-
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    def _start_task(self, arn: str, script: TaskScript) -> None:
-        time.sleep(script.pending_delay)
-        self.aws.ecs.report(self.cluster, arn, "PENDING")
-        time.sleep(script.running_delay)
-        if script.crash_on_start:
-            self.aws.ecs.report(
-                self.cluster, arn, "STOPPED", stop_code="TaskFailedToStart",
-                stopped_reason="CannotPullContainerError: pull image manifest has been retried 5 time(s)",
-            )  # fmt: skip
-            return
-        if not script.reach_running:
-            return
-        self.aws.ecs.report(self.cluster, arn, "RUNNING", agent_status="RUNNING" if script.agent_ready else "PENDING")
-
-    def _on_stop_task(self, task: Any) -> None:
-        self._spawn(self._stop_task, task.task_arn, self.script)
-
-    def _stop_task(self, arn: str, script: TaskScript) -> None:
-        time.sleep(script.stop_delay)
-        detail = self.aws.ecs.set_task_status(
-            self.cluster, arn, "STOPPED", stop_code="UserInitiated", stopped_reason="Task stopped by user", exit_code=0
-        )
-        if script.stop_event:
-            self.aws.ecs.put_task_event(detail)
-
-    def crash(self, arn: str, **changes: Any) -> dict[str, Any]:
-        """The task dies on its own (OOM, Spot interruption, ...): emit its STOPPED event."""
-        return self.aws.ecs.report(self.cluster, arn, "STOPPED", **changes)
 
 
 @dataclass
@@ -159,13 +81,17 @@ class Offline:
             if session.status in statuses:
                 return session
             if time.monotonic() > deadline:
-                raise AssertionError(f"session still {session.status} ({session.status_reason}), wanted {statuses}")
+                raise AssertionError(
+                    f"session still {session.status} ({session.status_reason}), wanted {statuses}"
+                )
             time.sleep(0.05)
 
     def wait_execution(self, execution_arn: str, timeout: float = 30) -> dict[str, Any]:
         sfn = self.aws.client("stepfunctions")
         deadline = time.monotonic() + timeout
-        while (described := sfn.describe_execution(executionArn=execution_arn))["status"] not in TERMINAL_STATES:
+        while (described := sfn.describe_execution(executionArn=execution_arn))[
+            "status"
+        ] not in TERMINAL_STATES:
             if time.monotonic() > deadline:
                 raise AssertionError(f"execution still {described['status']} after {timeout} s")
             time.sleep(0.05)
@@ -177,7 +103,9 @@ class Offline:
 
     def states_entered(self, execution_arn: str) -> list[str]:
         return [
-            e["stateEnteredEventDetails"]["name"] for e in self.history(execution_arn) if "stateEnteredEventDetails" in e
+            e["stateEnteredEventDetails"]["name"]
+            for e in self.history(execution_arn)
+            if "stateEnteredEventDetails" in e
         ]
 
     def task_status(self, task_arn: str) -> str:
@@ -188,10 +116,14 @@ class Offline:
         """No task running without a live record; no live record without a task; ended records say why."""
         session = self.store.require(session_id)
         ecs = self.aws.client("ecs")
-        running = ecs.list_tasks(cluster=self.cluster, startedBy=session_id, desiredStatus="RUNNING")["taskArns"]
+        running = ecs.list_tasks(cluster=self.cluster, startedBy=session_id, desiredStatus="RUNNING")[
+            "taskArns"
+        ]
         live_tasks = [arn for arn in running if self.task_status(arn) != "STOPPED"]
         if session.status.is_live:
-            assert live_tasks or session.status is Status.PROVISIONING, f"live record without a task: {session}"
+            assert live_tasks or session.status is Status.PROVISIONING, (
+                f"live record without a task: {session}"
+            )
         else:
             assert not live_tasks, f"{session.status} record but tasks still running: {live_tasks}"
             assert session.status_reason, "ended record without a reason"
@@ -229,4 +161,3 @@ def offline(offline_stack: OfflineAws, monkeypatch: pytest.MonkeyPatch) -> Itera
         moto_fixes.SETTINGS.wait_scale = 1.0
         moto_fixes.SETTINGS.run_task_faults.clear()
         moto_fixes.SETTINGS.stop_task_listeners.clear()
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sessions.record import Status
+
 from tests.workflow.conftest import Offline
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from cloudide.offline import moto_fixes
 from sessions import clock
 from sessions.record import Status
-from tests.workflow.conftest import Offline, TaskScript
 
+from cloudide.offline import moto_fixes
+from cloudide.offline.fargate import TaskScript
+from tests.workflow.conftest import Offline
 
 
 def test_user_stop_while_ready(offline: Offline) -> None:
@@ -155,7 +155,10 @@ def test_exec_agent_never_ready(offline: Offline) -> None:
 
     assert offline.wait_execution(execution)["status"] == "FAILED"
     ended = offline.assert_invariants(session.session_id)
-    assert (ended.status, ended.status_reason) == (Status.FAILED, "the ECS Exec agent did not become ready in time")
+    assert (ended.status, ended.status_reason) == (
+        Status.FAILED,
+        "the ECS Exec agent did not become ready in time",
+    )
     assert ended.ready_at is None, "a session whose shell was never reachable was never READY"
     assert ended.task_arn and offline.task_status(ended.task_arn) == "STOPPED"
 
@@ -178,20 +181,30 @@ def test_task_crashes_while_starting(offline: Offline) -> None:
     ("changes", "status", "reason"),
     [
         pytest.param(
-            {"stop_code": "EssentialContainerExited", "exit_code": 137, "stopped_reason": "Essential container exited"},
+            {
+                "stop_code": "EssentialContainerExited",
+                "exit_code": 137,
+                "stopped_reason": "Essential container exited",
+            },
             Status.FAILED,
             "out of memory: the terminal exceeded its tier's memory (exit code 137)",
             id="out-of-memory",
         ),
         pytest.param(
-            {"stop_code": "SpotInterruption", "exit_code": 0, "stopped_reason": "Your Spot Task was interrupted."},
+            {
+                "stop_code": "SpotInterruption",
+                "exit_code": 0,
+                "stopped_reason": "Your Spot Task was interrupted.",
+            },
             Status.STOPPED,
             "Fargate Spot reclaimed the capacity (SpotInterruption); the workspace was flushed",
             id="spot-interruption",
         ),
     ],
 )
-def test_task_dies_mid_session(offline: Offline, changes: dict[str, object], status: Status, reason: str) -> None:
+def test_task_dies_mid_session(
+    offline: Offline, changes: dict[str, object], status: Status, reason: str
+) -> None:
     session = offline.new_session()
     execution = offline.start(session)
     ready = offline.wait_status(session.session_id, Status.READY)
@@ -214,7 +227,9 @@ def test_duplicate_and_out_of_order_events_never_move_a_session_back(offline: Of
     running_event = ecs.event_detail(ecs.task(offline.cluster, ready.task_arn))
 
     # The task stops; its STOPPED event is delivered twice, then a stale RUNNING event arrives late.
-    stopped_event = ecs.set_task_status(offline.cluster, ready.task_arn, "STOPPED", stop_code="SpotInterruption")
+    stopped_event = ecs.set_task_status(
+        offline.cluster, ready.task_arn, "STOPPED", stop_code="SpotInterruption"
+    )
     ecs.put_task_event(stopped_event)
     ecs.put_task_event(stopped_event)
     ecs.put_task_event(running_event)

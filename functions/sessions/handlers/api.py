@@ -7,8 +7,13 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
@@ -30,7 +35,14 @@ from sessions.api_models import (
     SessionView,
     StartSessionRequest,
 )
-from sessions.errors import ApiError, Conflict
+from sessions.errors import (
+    ApiError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from sessions.observability import logger, metrics, tracer
 from sessions.wiring import components
 
@@ -42,7 +54,7 @@ app = APIGatewayRestResolver(enable_validation=True)
 app.enable_swagger(path="/openapi", title="CloudIDE Terminals API", version="1.0.0")
 
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session's id")]
-ERRORS: dict[int | str, dict[str, Any]] = {
+ERRORS: dict[int, OpenAPIResponse] = {
     code: {"description": text, "content": {"application/json": {"model": ErrorBody}}}
     for code, text in (
         (400, "Invalid request"),
@@ -50,6 +62,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "No such session (or not yours)"),
         (409, "The session is not in a status that allows this"),
         (413, "Body too large"),
+        (415, "Body is not application/json"),
         (422, "Request failed validation"),
         (429, "Session quota reached"),
         (503, "Temporarily unavailable"),
@@ -62,7 +75,7 @@ def _owner() -> str:
     owner = claims.get("sub")
     if not owner:
         # API Gateway's authorizer rejects such calls first; this is the guard for misconfiguration.
-        raise ApiError("the request carries no authenticated user")
+        raise Unauthorized("the request carries no authenticated user")
     return str(owner)
 
 
@@ -79,22 +92,42 @@ def _api_error(error: ApiError) -> Response:
 def _validation_error(error: RequestValidationError) -> Response:
     problems = error.errors()
     first = problems[0] if problems else {}
+    if first.get("type") == "json_invalid":
+        detail = first.get("ctx", {}).get("error", "malformed")
+        return _api_error(InvalidRequest(f"body is not valid JSON: {detail}", field="body"))
     location = [str(part) for part in first.get("loc", ()) if part not in ("body",)] or ["body"]
     field = ".".join(location)
     message = f"{field}: {first.get('msg', 'invalid')}"
     if len(problems) > 1:
         message += f" (and {len(problems) - 1} more problem(s))"
-    return _error(HTTPStatus.UNPROCESSABLE_ENTITY, {"code": "ValidationError", "message": message, "field": field})
+    return _error(
+        HTTPStatus.UNPROCESSABLE_ENTITY, {"code": "ValidationError", "message": message, "field": field}
+    )
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def _unsupported_content_type(_: RequestUnsupportedContentType) -> Response:
+    return _api_error(UnsupportedMediaType("send the body as application/json", field="Content-Type"))
+
+
+@app.not_found
+def _no_route(_: NotFoundError) -> Response:
+    event = app.current_event
+    return _api_error(NotFound(f"no route {event.http_method} {event.path}"))
 
 
 @app.exception_handler(IdempotencyValidationError)
 def _idempotency_mismatch(_: IdempotencyValidationError) -> Response:
-    return _api_error(Conflict("this Idempotency-Key was used with a different request body", field="Idempotency-Key"))
+    return _api_error(
+        Conflict("this Idempotency-Key was used with a different request body", field="Idempotency-Key")
+    )
 
 
 @app.exception_handler(IdempotencyAlreadyInProgressError)
 def _idempotency_in_progress(_: IdempotencyAlreadyInProgressError) -> Response:
-    return _api_error(Conflict("a request with this Idempotency-Key is still in progress", field="Idempotency-Key"))
+    return _api_error(
+        Conflict("a request with this Idempotency-Key is still in progress", field="Idempotency-Key")
+    )
 
 
 @app.post("/sessions", responses={202: {"description": "Session accepted; poll until READY"}, **ERRORS})
@@ -121,6 +154,9 @@ def _start_once(start: dict[str, Any]) -> dict[str, Any]:
         payload_validation_jmespath="body",
         expires_after_seconds=IDEMPOTENCY_WINDOW_SECONDS,
     )
+    # Without the context an in-progress record outlives a timed-out invocation for the whole window,
+    # and every retry with the key would get 409 until then.
+    config.register_lambda_context(app.lambda_context)
 
     @idempotent_function(data_keyword_argument="start", persistence_store=store, config=config)
     def start_once(start: dict[str, Any]) -> dict[str, Any]:
@@ -130,13 +166,13 @@ def _start_once(start: dict[str, Any]) -> dict[str, Any]:
     return start_once(start=start)
 
 
-@app.get("/sessions", responses=ERRORS)
+@app.get("/sessions", responses={200: {"description": "The caller's sessions, newest first"}, **ERRORS})
 def list_sessions() -> SessionList:
     sessions = components().service.list(_owner())
     return SessionList(sessions=[SessionView.model_validate(s.public()) for s in sessions])
 
 
-@app.get("/sessions/<session_id>", responses=ERRORS)
+@app.get("/sessions/<session_id>", responses={200: {"description": "The session"}, **ERRORS})
 def get_session(session_id: SessionId) -> SessionView:
     return SessionView.model_validate(components().service.get(_owner(), session_id).public())
 
@@ -144,19 +180,33 @@ def get_session(session_id: SessionId) -> SessionView:
 @app.post("/sessions/<session_id>/activity", responses={202: {"description": "Activity recorded"}, **ERRORS})
 def report_activity(session_id: SessionId) -> Response[SessionView]:
     session = components().service.report_activity(_owner(), session_id)
-    return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(session.public()))
+    return Response(
+        HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(session.public())
+    )
 
 
 @app.delete("/sessions/<session_id>", responses={202: {"description": "Stop requested"}, **ERRORS})
 def stop_session(session_id: SessionId) -> Response[SessionView]:
     session = components().service.stop(_owner(), session_id)
-    return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(session.public()))
+    return Response(
+        HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(session.public())
+    )
 
 
-@app.post("/sessions/<session_id>/connect", responses=ERRORS)
-def connect(session_id: SessionId, request: Annotated[ConnectRequest | None, Body()] = None) -> ConnectResponse:
+@app.post(
+    "/sessions/<session_id>/connect",
+    responses={
+        200: {"description": "A data channel to the session's shell, good for one connection"},
+        **ERRORS,
+    },
+)
+def connect(
+    session_id: SessionId, request: Annotated[ConnectRequest | None, Body()] = None
+) -> ConnectResponse:
     read_only = bool(request and request.readOnly)
-    return ConnectResponse.model_validate(components().service.connect(_owner(), session_id, read_only=read_only))
+    return ConnectResponse.model_validate(
+        components().service.connect(_owner(), session_id, read_only=read_only)
+    )
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -1,0 +1,330 @@
+"""Every file in events/ fed to its function's handler, as `sam local invoke -e events/<file>` would.
+
+The prefix names the function (api_, task_events_, workflow_). Each case seeds the session record the
+event presupposes, invokes the handler with the template's environment, and checks the answer and the
+record; workflow tokens cannot be answered to a real execution here, so the checks name which token
+the handler answered and how.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from sessions import clock
+from sessions.record import Status, WaitingFor
+
+from tests.api.conftest import (
+    API_FUNCTION,
+    TASK_EVENTS_FUNCTION,
+    WORKFLOW_FUNCTION,
+    Deployment,
+    parse_api_response,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:No application metrics to publish")
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+# Every sample speaks about this one session of this one user, in this account and region.
+SESSION_ID = "8c0e7a52-3f1b-4d6e-9a27-5b4c1d2e3f60"
+OWNER = "4f8e2b1a-9c3d-4e5f-8a7b-6c5d4e3f2a1b"
+ACCOUNT_ID, REGION = "123456789012", "us-east-1"
+TASK_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task/cloudide-dev-Cluster-7QW2K9XJ4MZB/0f9e8d7c6b5a49382716a5b4c3d2e1f0"
+PARKED = "parked-by-an-earlier-step"
+
+
+def load(name: str) -> dict[str, Any]:
+    return dict(json.loads((EVENTS / f"{name}.json").read_text()))
+
+
+def function_of(name: str) -> str:
+    for prefix, function in (
+        ("api_", API_FUNCTION),
+        ("task_events_", TASK_EVENTS_FUNCTION),
+        ("workflow_", WORKFLOW_FUNCTION),
+    ):
+        if name.startswith(prefix):
+            return function
+    raise AssertionError(f"events/{name}.json: the prefix names no function (api_, task_events_, workflow_)")
+
+
+def answered(deployment: Deployment) -> list[tuple[str, str]]:
+    """(method, token) of every callback the handlers sent, in order."""
+    return [(method, arguments["taskToken"]) for method, arguments in deployment.callbacks]
+
+
+# API ----------------------------------------------------------------------------------------------
+
+
+def api(deployment: Deployment, name: str) -> Any:
+    return parse_api_response(deployment.invoke(API_FUNCTION, load(name)))
+
+
+def check_api_start_session(deployment: Deployment) -> None:
+    response = api(deployment, "api_start_session")
+
+    assert response.status == 202, response
+    assert response.body["ownerId"] == OWNER
+    assert response.body["status"] == "PROVISIONING"
+    assert [e["name"] for e in deployment.executions()] == [response.body["sessionId"]]
+
+
+def check_api_start_session_idempotent(deployment: Deployment) -> None:
+    first = api(deployment, "api_start_session_idempotent")
+    retry = api(deployment, "api_start_session_idempotent")
+
+    assert (first.status, retry.status) == (202, 202)
+    assert retry.body == first.body
+    assert [s.session_id for s in deployment.store.list_by_owner(OWNER)] == [first.body["sessionId"]]
+
+
+def check_api_list_sessions(deployment: Deployment) -> None:
+    deployment.seed(SESSION_ID, OWNER)
+    deployment.seed("00000000-0000-4000-8000-000000000000", "someone-else")
+
+    response = api(deployment, "api_list_sessions")
+
+    assert response.status == 200
+    assert [s["sessionId"] for s in response.body["sessions"]] == [SESSION_ID]
+
+
+def check_api_get_session(deployment: Deployment) -> None:
+    deployment.seed(SESSION_ID, OWNER, Status.READY)
+
+    response = api(deployment, "api_get_session")
+
+    assert response.status == 200
+    assert (response.body["sessionId"], response.body["status"]) == (SESSION_ID, "READY")
+
+
+def check_api_report_activity(deployment: Deployment) -> None:
+    earlier = clock.now().replace(year=clock.now().year - 1)
+    deployment.seed(
+        SESSION_ID,
+        OWNER,
+        Status.READY,
+        lastActivityAt=clock.rfc3339(earlier),
+        idleDeadline=clock.later(earlier, 1800),
+    )
+
+    response = api(deployment, "api_report_activity")
+
+    assert response.status == 202
+    assert clock.parse(response.body["idleDeadline"]) > clock.now()
+
+
+def check_api_stop_session(deployment: Deployment) -> None:
+    deployment.seed(SESSION_ID, OWNER, Status.READY)
+
+    response = api(deployment, "api_stop_session")
+
+    assert response.status == 202
+    assert response.body["stopRequestedAt"]
+    assert deployment.store.require(SESSION_ID).stop_requested_by == "user"
+
+
+def check_api_connect(deployment: Deployment) -> None:
+    deployment.seed(SESSION_ID, OWNER)
+    deployment.make_ready(SESSION_ID)
+
+    response = api(deployment, "api_connect")
+
+    assert response.status == 200, response
+    assert set(response.body) == {"sessionId", "streamUrl", "tokenValue"}
+    assert response.body["streamUrl"].startswith("ws")
+
+
+# Task-state events ---------------------------------------------------------------------------------
+
+
+def task_event(deployment: Deployment, name: str) -> dict[str, Any]:
+    event = load(name)
+    assert event["detail"]["startedBy"] == SESSION_ID and event["detail"]["taskArn"] == TASK_ARN
+    return dict(deployment.invoke(TASK_EVENTS_FUNCTION, event))
+
+
+def seed_waiting(deployment: Deployment, status: Status, waiting_for: WaitingFor, **fields: Any) -> None:
+    deployment.seed(
+        SESSION_ID,
+        OWNER,
+        status,
+        taskArn=TASK_ARN,
+        waitToken=PARKED,
+        waitingFor=waiting_for.value,
+        **fields,
+    )
+
+
+def check_task_events_pending(deployment: Deployment) -> None:
+    seed_waiting(deployment, Status.STARTING, WaitingFor.RUNNING)
+
+    assert task_event(deployment, "task_events_pending") == {"result": "STARTING"}
+    assert deployment.store.require(SESSION_ID).task_status == "PENDING"
+    assert answered(deployment) == [], "PENDING is not what the provision step waits for"
+
+
+def check_task_events_running(deployment: Deployment) -> None:
+    seed_waiting(deployment, Status.STARTING, WaitingFor.RUNNING)
+
+    assert task_event(deployment, "task_events_running") == {"result": "STARTING"}
+    assert answered(deployment) == [("send_task_success", PARKED)]
+
+
+def check_task_events_stopped_by_user(deployment: Deployment) -> None:
+    seed_waiting(
+        deployment,
+        Status.STOPPING,
+        WaitingFor.STOPPED,
+        statusReason="stopped by user",
+        endStatus="STOPPED",
+        stopRequestedAt=clock.rfc3339(clock.now()),
+    )
+
+    assert task_event(deployment, "task_events_stopped_by_user") == {"result": "STOPPED"}
+    session = deployment.store.require(SESSION_ID)
+    assert (session.status_reason, session.stop_code) == ("stopped by user", "UserInitiated")
+    assert answered(deployment) == [("send_task_success", PARKED)]
+
+
+def check_task_events_oom(deployment: Deployment) -> None:
+    seed_waiting(deployment, Status.READY, WaitingFor.STOP)
+
+    assert task_event(deployment, "task_events_oom") == {"result": "FAILED"}
+    session = deployment.store.require(SESSION_ID)
+    assert session.exit_code == 137
+    assert "out of memory" in (session.status_reason or "")
+    assert answered(deployment) == [("send_task_failure", PARKED)]
+
+
+def check_task_events_spot_interruption(deployment: Deployment) -> None:
+    seed_waiting(deployment, Status.READY, WaitingFor.STOP, capacityProvider="FARGATE_SPOT")
+
+    assert task_event(deployment, "task_events_spot_interruption") == {"result": "STOPPED"}
+    assert "SpotInterruption" in (deployment.store.require(SESSION_ID).status_reason or "")
+    assert answered(deployment) == [("send_task_failure", PARKED)]
+
+
+def check_task_events_failed_to_start(deployment: Deployment) -> None:
+    seed_waiting(deployment, Status.STARTING, WaitingFor.RUNNING)
+
+    assert task_event(deployment, "task_events_failed_to_start") == {"result": "FAILED"}
+    assert "CannotPullContainerError" in (deployment.store.require(SESSION_ID).status_reason or "")
+    assert answered(deployment) == [("send_task_failure", PARKED)]
+
+
+# Workflow steps ------------------------------------------------------------------------------------
+
+
+def step(deployment: Deployment, name: str) -> Any:
+    event = load(name)
+    assert event["sessionId"] == SESSION_ID
+    return deployment.invoke(WORKFLOW_FUNCTION, event)
+
+
+def ecs_task(deployment: Deployment, task_arn: str) -> dict[str, Any]:
+    described = boto3.client("ecs").describe_tasks(cluster=deployment.cluster_arn, tasks=[task_arn])
+    return dict(described["tasks"][0])
+
+
+def check_workflow_provision(deployment: Deployment) -> None:
+    deployment.seed(SESSION_ID, OWNER)
+
+    assert step(deployment, "workflow_provision") == {}
+
+    session = deployment.store.require(SESSION_ID)
+    assert session.status is Status.STARTING
+    assert (session.wait_token, session.waiting_for) == (
+        load("workflow_provision")["token"],
+        WaitingFor.RUNNING,
+    )
+    task = ecs_task(deployment, session.task_arn or "")
+    assert (task["startedBy"], task["group"]) == (SESSION_ID, "cloudide-terminals")
+
+
+def check_workflow_watch(deployment: Deployment) -> None:
+    deployment.seed(SESSION_ID, OWNER)
+    deployment.report_task(deployment.provision(SESSION_ID), "RUNNING", agent_status="RUNNING")
+
+    assert step(deployment, "workflow_watch") == {}
+
+    session = deployment.store.require(SESSION_ID)
+    assert session.status is Status.READY and session.ready_at
+    assert (session.wait_token, session.waiting_for) == (load("workflow_watch")["token"], WaitingFor.STOP)
+
+
+def check_workflow_evaluate(deployment: Deployment) -> None:
+    deployment.seed(SESSION_ID, OWNER, Status.READY, idleDeadline="2020-01-01T00:00:00Z")
+
+    decision = step(deployment, "workflow_evaluate")
+
+    assert (decision["decision"], decision["reason"]) == ("stop", "idle for 30 min")
+    assert decision["lifetimeRemainingSeconds"] > decision["idleTimeoutSeconds"] > 0
+
+
+def check_workflow_stop(deployment: Deployment) -> None:
+    deployment.seed(SESSION_ID, OWNER)
+    task_arn = deployment.provision(SESSION_ID)
+    deployment.report_task(task_arn, "RUNNING", agent_status="RUNNING")
+    deployment.store.request_stop(SESSION_ID, requested_by="user")
+
+    assert step(deployment, "workflow_stop") == {}
+
+    session = deployment.store.require(SESSION_ID)
+    assert (session.status, session.end_status, session.waiting_for) == (
+        Status.STOPPING,
+        Status.STOPPED,
+        WaitingFor.STOPPED,
+    )
+    assert ecs_task(deployment, task_arn)["desiredStatus"] == "STOPPED"
+    deployment.report_task(task_arn, "STOPPED", stop_code="UserInitiated", exit_code=0)
+    assert deployment.store.require(SESSION_ID).status is Status.STOPPED
+    assert answered(deployment)[-1] == ("send_task_success", load("workflow_stop")["token"])
+
+
+def check_workflow_cleanup(deployment: Deployment) -> None:
+    deployment.seed(SESSION_ID, OWNER)
+    task_arn = deployment.provision(SESSION_ID)
+    deployment.report_task(task_arn, "RUNNING")  # the exec agent never comes up
+
+    assert step(deployment, "workflow_cleanup") == {}
+
+    assert ecs_task(deployment, task_arn)["desiredStatus"] == "STOPPED"
+    deployment.report_task(task_arn, "STOPPED", stop_code="UserInitiated", exit_code=0)
+    session = deployment.store.require(SESSION_ID)
+    assert (session.status, session.status_reason) == (
+        Status.FAILED,
+        "the ECS Exec agent did not become ready in time",
+    )
+    assert answered(deployment)[-1] == ("send_task_success", load("workflow_cleanup")["token"])
+
+
+CHECKS: dict[str, Callable[[Deployment], None]] = {
+    name.removeprefix("check_"): check
+    for name, check in globals().items()
+    if name.startswith("check_") and callable(check)
+}
+SAMPLES = sorted(path.stem for path in EVENTS.glob("*.json"))
+
+
+def test_every_sample_event_has_a_check() -> None:
+    assert set(SAMPLES) == set(CHECKS), (
+        "each events/*.json needs a check_<name> here, and each check its file"
+    )
+
+
+def test_samples_share_one_session_account_and_region() -> None:
+    for name in SAMPLES:
+        text = (EVENTS / f"{name}.json").read_text()
+        assert ACCOUNT_ID in text or function_of(name) == WORKFLOW_FUNCTION, name
+        if function_of(name) == API_FUNCTION:
+            assert load(name)["requestContext"]["authorizer"]["claims"]["sub"] == OWNER, name
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_sample_event(name: str, deployment: Deployment) -> None:
+    function_of(name)
+    CHECKS[name](deployment)

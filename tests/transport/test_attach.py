@@ -1,0 +1,228 @@
+"""`cloudide attach` driven through a real pseudo-terminal, against the local peer and a stub REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pexpect
+import pytest
+
+from cloudide.cli import build_parser
+from cloudide.transport.peer import LocalPeer
+
+pytestmark = pytest.mark.timeout(60)
+REMOTE_SHELL = ["bash", "--norc", "--noprofile", "--noediting"]
+API_TOKEN = "user-bearer-token"
+SESSION_ID = "sess-123"
+WAIT = 10
+
+
+class PeerThread:
+    """A LocalPeer on its own event loop, so the test can drive a blocking pexpect child."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.peer = LocalPeer()
+        self.connects = 0
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> PeerThread:
+        self._thread.start()
+        self.call(self.peer.start())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.call(self.peer.stop())
+        self.call(self.loop.shutdown_default_executor())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(WAIT)
+        self.loop.close()
+
+    def call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(WAIT)
+
+    def new_session(self) -> dict[str, str]:
+        async def create() -> dict[str, str]:
+            credentials = self.peer.new_session(REMOTE_SHELL, env={"PS1": "remote$ "})
+            return {
+                "sessionId": credentials.session_id,
+                "streamUrl": credentials.stream_url,
+                "tokenValue": credentials.token_value,
+            }
+
+        self.connects += 1
+        return self.call(create())
+
+    def cut(self) -> int:
+        future: Future[int] = Future()
+        self.loop.call_soon_threadsafe(lambda: future.set_result(self.peer.cut()))
+        return future.result(WAIT)
+
+
+@pytest.fixture
+def peer() -> Iterator[PeerThread]:
+    with PeerThread() as running:
+        yield running
+
+
+@pytest.fixture
+def api(peer: PeerThread) -> Iterator[str]:
+    """The REST API's connect endpoint, as far as attach cares: bearer auth, fresh exec credentials."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.headers.get("Authorization") != f"Bearer {API_TOKEN}":
+                self._reply(401, {"message": "Unauthorized"})
+            elif self.path != f"/v1/sessions/{SESSION_ID}/connect":
+                self._reply(404, {"message": "no such session"})
+            else:
+                self._reply(200, peer.new_session())
+
+        def _reply(self, status: int, body: dict[str, str]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    thread.join(WAIT)
+
+
+@pytest.fixture
+def outer_shell(tmp_path: Path) -> Iterator[pexpect.spawn]:
+    """The user's own terminal: a shell on a pseudo-terminal, from which they run `cloudide attach`."""
+    child = pexpect.spawn(
+        "bash",
+        ["--norc", "--noprofile", "--noediting"],
+        env={"PS1": "outer$ ", "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)},
+        dimensions=(24, 80),
+        encoding="utf-8",
+        timeout=WAIT,
+    )
+    child.expect_exact("outer$ ")
+    yield child
+    child.close(force=True)
+
+
+def _stty_settings(shell: pexpect.spawn) -> str:
+    shell.sendline("echo STTY-$(stty -g)-END")
+    shell.expect(r"STTY-([0-9a-f:]+)-END")
+    settings = shell.match.group(1)
+    shell.expect_exact("outer$ ")
+    return settings
+
+
+def _attach_command(*arguments: str) -> str:
+    return " ".join([sys.executable, "-m", "cloudide.cli", "attach", *arguments])
+
+
+def _remote(shell: pexpect.spawn, command: str, expected: str) -> None:
+    """Run a command in the remote shell and wait for its (computed) output."""
+    shell.send(command + "\r")
+    shell.expect_exact(expected)
+
+
+def test_attach_types_resizes_reconnects_exits_and_restores_the_terminal(
+    outer_shell: pexpect.spawn, peer: PeerThread, api: str
+) -> None:
+    # Given the user's terminal settings
+    before = _stty_settings(outer_shell)
+
+    # When they attach to a session
+    outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
+    outer_shell.expect_exact("remote$ ")
+
+    # Then keystrokes reach the remote shell, raw (Ctrl-C interrupts the remote command, not attach)
+    _remote(outer_shell, "echo $((6 * 7))-answer", "42-answer")
+    outer_shell.send("sleep 30\r")
+    outer_shell.send("\x03")
+    outer_shell.expect_exact("remote$ ")
+    _remote(outer_shell, "echo still-$((1 + 1))", "still-2")
+
+    # And a window-size change reaches the remote PTY
+    outer_shell.setwinsize(40, 100)
+    _remote(outer_shell, "echo size-$(stty size | tr ' ' x)", "size-40x100")
+
+    # And a dropped channel reconnects through a new connect call, with the terminal's current size
+    assert peer.cut() == 1
+    _remote(outer_shell, "echo back-$(stty size | tr ' ' x)", "back-40x100")
+    assert peer.connects == 2
+
+    # And exiting the remote shell ends attach and gives the terminal back as it was
+    outer_shell.send("exit\r")
+    outer_shell.expect(r"Exiting session with sessionId: ecs-execute-command-\w+\.")
+    outer_shell.expect_exact("outer$ ")
+    outer_shell.sendline("echo status-$?")
+    outer_shell.expect_exact("status-0")
+    outer_shell.expect_exact("outer$ ")
+    assert _stty_settings(outer_shell) == before
+
+
+def test_attach_with_a_raw_stream_url_and_token(outer_shell: pexpect.spawn, peer: PeerThread) -> None:
+    credentials = peer.new_session()
+    before = _stty_settings(outer_shell)
+
+    outer_shell.sendline(
+        _attach_command(
+            "--stream-url", f"'{credentials['streamUrl']}'", "--token-value", credentials["tokenValue"]
+        )
+    )
+    outer_shell.expect_exact("remote$ ")
+    _remote(outer_shell, "echo raw-$((2 + 3))", "raw-5")
+    outer_shell.send("exit\r")
+
+    outer_shell.expect_exact("Exiting session")
+    outer_shell.expect_exact("outer$ ")
+    assert _stty_settings(outer_shell) == before
+
+
+def test_attach_reports_a_refused_connect_and_restores_the_terminal(
+    outer_shell: pexpect.spawn, api: str
+) -> None:
+    before = _stty_settings(outer_shell)
+
+    outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", "wrong"))
+
+    outer_shell.expect_exact("cloudide attach: connect returned HTTP 401: Unauthorized")
+    outer_shell.expect_exact("outer$ ")
+    outer_shell.sendline("echo status-$?")
+    outer_shell.expect_exact("status-1")
+    outer_shell.expect_exact("outer$ ")
+    assert _stty_settings(outer_shell) == before
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ([], "SESSION_ID (with --api and --token) or --stream-url/--token-value is required"),
+        (["sess-1"], "SESSION_ID needs --api and --token"),
+        (["--stream-url", "wss://x"], "--stream-url and --token-value go together"),
+        (["sess-1", "--stream-url", "wss://x", "--token-value", "t"], "not both"),
+    ],
+)
+def test_attach_explains_missing_or_conflicting_arguments(
+    arguments: list[str], error: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLOUDIDE_API", raising=False)
+    monkeypatch.delenv("CLOUDIDE_TOKEN", raising=False)
+    args = build_parser().parse_args(["attach", *arguments])
+
+    assert args.func(args) == 2
+    assert error in capsys.readouterr().err
