@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Sub-command modules; each exposes ``register(subparsers)`` which adds its parser and sets
 # ``func`` (a callable taking the parsed namespace and returning an exit code).
-COMMAND_MODULES: tuple[str, ...] = ("cloudide.attach",)
+COMMAND_MODULES: tuple[str, ...] = ("cloudide.attach", "cloudide.local", "cloudide.transport.gateway")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,7 +52,7 @@ class FakeFargate:
         self._stop.set()
 
     def _watch(self) -> None:
-        ecs = self.aws.client("ecs")
+        ecs: Any = self.aws.client("ecs")
         while not self._stop.is_set():
             for arn in ecs.list_tasks(cluster=self.cluster, desiredStatus="RUNNING").get("taskArns", []):
                 if arn not in self.seen:

@@ -9,6 +9,7 @@ things are local-only: each function's local `CodeUri` becomes a placeholder S3 
 from __future__ import annotations
 
 import copy
+import os
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -105,10 +106,16 @@ def translate(template_path: Path, *, parameters: dict[str, Any], region: str) -
         elif resource.get("Type") == "AWS::Serverless::StateMachine":
             _inline_definition(properties, base)
     ArnGenerator.BOTO_SESSION_REGION_NAME = region
+    # samtranslator asks a default boto3 session for the region of its pseudo parameters.
+    region_was_set = "AWS_DEFAULT_REGION" in os.environ
+    os.environ.setdefault("AWS_DEFAULT_REGION", region)
     try:
         translated = transform(source, parameter_values(template, parameters, region), _StaticPolicyLoader())
     except InvalidDocumentException as error:
         causes = "; ".join(cause.message for cause in error.causes)
         raise ValueError(f"{template_path}: SAM cannot translate it: {causes}") from error
+    finally:
+        if not region_was_set:
+            del os.environ["AWS_DEFAULT_REGION"]
     translated.pop("Transform", None)
     return Translation(template=translated, code_folders=code_folders)

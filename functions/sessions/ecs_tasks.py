@@ -126,7 +126,7 @@ class EcsTasks:
             (c for c in task.get("containers", []) if c.get("name") == self._settings.container_name),
             (task.get("containers") or [{}])[0],
         )
-        agent = next((a for a in container.get("managedAgents", []) if a.get("name") == EXEC_AGENT), {})
+        agent: Any = next((a for a in container.get("managedAgents", []) if a.get("name") == EXEC_AGENT), {})
         return TaskView(
             task_arn=task_arn,
             last_status=task.get("lastStatus", ""),

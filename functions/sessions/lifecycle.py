@@ -270,15 +270,14 @@ class Lifecycle:
             self._callbacks.succeed(token, {"status": end.value})
             return
         if session.status is not Status.STOPPING:
-            try:
+            # If the session ended meanwhile, _park's settle() below answers the token.
+            with contextlib.suppress(TransitionRejected):
                 self._store.transition(
                     session_id,
                     Status.STOPPING,
                     reason=reason,
                     fields={"endStatus": end.value, "taskArn": task_arns[0]},
                 )
-            except TransitionRejected:
-                pass  # ended meanwhile; settle() below answers the token
         for arn in task_arns:
             self._tasks.stop(arn, reason)
         self._park(session_id, token, WaitingFor.STOPPED)
@@ -292,9 +291,9 @@ class Lifecycle:
         except TransitionRejected as rejected:
             # Stale or duplicate: the record already holds newer facts. Settling again is harmless and
             # completes work a failed earlier delivery of the same event may have left undone.
-            session = rejected.session
-            if session is None:
+            if rejected.session is None:
                 return None
+            session = rejected.session
         return self.settle(session)
 
     def request_stop(self, session_id: str, requested_by: str) -> Session:

@@ -69,20 +69,20 @@ class SessionService:
         moment = clock.now()
         lifetime = int(settings.max_lifetime_hours * 3600)
         session = Session(
-            sessionId=str(uuid.uuid4()),
-            ownerId=owner_id,
-            projectId=request.projectId,
+            session_id=str(uuid.uuid4()),
+            owner_id=owner_id,
+            project_id=request.projectId,
             image=image,
             tier=tier,
             status=Status.PROVISIONING,
-            statusReason="waiting for a task",
-            createdAt=clock.rfc3339(moment),
-            lastActivityAt=clock.rfc3339(moment),
-            idleTimeoutSeconds=idle_minutes * 60,
-            maxLifetimeSeconds=lifetime,
-            idleDeadline=clock.later(moment, idle_minutes * 60),
-            lifetimeDeadline=clock.later(moment, lifetime),
-            expiresAt=int(moment.timestamp()) + settings.retention_days * 86400,
+            status_reason="waiting for a task",
+            created_at=clock.rfc3339(moment),
+            last_activity_at=clock.rfc3339(moment),
+            idle_timeout_seconds=idle_minutes * 60,
+            max_lifetime_seconds=lifetime,
+            idle_deadline=clock.later(moment, idle_minutes * 60),
+            lifetime_deadline=clock.later(moment, lifetime),
+            expires_at=int(moment.timestamp()) + settings.retention_days * 86400,
         )
         self._store.create(session)
         try:

@@ -203,7 +203,7 @@ class SessionStore:
     def record_task_facts(self, session_id: str, facts: dict[str, Any], *, version: int | None) -> Session:
         """Record what ECS reported about the task, ignoring events older than the last one applied."""
         set_fields = {k: v for k, v in facts.items() if v is not None}
-        condition = Attr("sessionId").exists()
+        condition: Any = Attr("sessionId").exists()
         if version is not None:
             set_fields["lastEventVersion"] = version
             condition = Attr("lastEventVersion").not_exists() | Attr("lastEventVersion").lt(version)

@@ -34,7 +34,7 @@ class EcsTaskDetail(BaseModel):
 
 
 class EcsTaskStateChange(EventBridgeModel):
-    detail: EcsTaskDetail  # type: ignore[assignment]
+    detail: EcsTaskDetail
 
     def facts(self, container_name: str) -> TaskFacts:
         detail = self.detail

@@ -16,7 +16,7 @@ from sessions.task_events import EcsTaskStateChange
 from sessions.wiring import components
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 @event_parser(model=EcsTaskStateChange)

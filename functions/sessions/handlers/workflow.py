@@ -25,7 +25,7 @@ class StepRequest(BaseModel):
     error: dict[str, Any] | None = None
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @event_parser(model=StepRequest)
 def handler(event: StepRequest, context: LambdaContext) -> dict[str, Any]:
