@@ -108,14 +108,18 @@ def _simulate(
             name=session.session_id,
             input=f'{{"sessionId": "{session.session_id}"}}',
         )["executionArn"]
+        started = time.monotonic()
+        while (current := store.require(session.session_id)).status is Status.PROVISIONING:
+            time.sleep(0.01)
+        # The provision step's start timeout is fixed (real time) once it runs; from here on the
+        # session's life runs compressed: the workflow's timers and the handlers' clock alike.
+        virtual_clock.accelerate()
+        moto_fixes.SETTINGS.wait_scale = SCALE
         while (current := store.require(session.session_id)).status is not Status.READY:
             if not current.status.is_live:
                 raise RuntimeError(f"bench session ended before READY: {current.status_reason}")
-            api_calls += 1  # the IDE polls GET /sessions/{id} until READY (about once a second)
-            time.sleep(1)
-        # Start-up runs in real time (its timeouts are real); the session's life runs compressed.
-        virtual_clock.accelerate()
-        moto_fixes.SETTINGS.wait_scale = SCALE
+            time.sleep(0.01)
+        api_calls += 1 + int(time.monotonic() - started)  # the IDE polls GET /sessions/{id} once a second
         api_calls += 1  # POST /connect
         reports = int(active_hours * 60 / ACTIVITY_EVERY_MINUTES)
         for _ in range(reports):
