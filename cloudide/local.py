@@ -133,7 +133,7 @@ async def serve_local(host: str, port: int, command: Sequence[str], workspace: P
     finally:
         await _bounded(peer.stop(), "peer")
     if TMUX_SOCKET in command:
-        say(f"the tmux session lives on; `tmux -L {TMUX_SOCKET} kill-server` ends it")
+        say(f"any tmux session opened lives on; `tmux -L {TMUX_SOCKET} kill-server` ends it")
     say("stopped")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,18 +35,24 @@ class LocalRun:
     port: int
     workspace: Path
     log: Path
+    env: dict[str, str]
 
     @property
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def terminal(self, token: str, session_id: str = "local") -> ClientConnection:
-        """A WebSocket opened as the page opens it: the auth message goes first."""
-        websocket = connect(
-            f"ws://127.0.0.1:{self.port}/sessions/{session_id}/terminal", open_timeout=10, close_timeout=5
+    def tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["tmux", "-L", "cloudide-local", *args], env=self.env, capture_output=True, text=True, timeout=10
         )
-        websocket.send(json.dumps({"type": "auth", "token": token, "rows": 24, "cols": 80}))
-        return websocket
+
+    @contextlib.contextmanager
+    def terminal(self, token: str, session_id: str = "local") -> Iterator[ClientConnection]:
+        """A WebSocket opened as the page opens it: the auth message goes first."""
+        url = f"ws://127.0.0.1:{self.port}/sessions/{session_id}/terminal"
+        with connect(url, open_timeout=10, close_timeout=5) as websocket:
+            websocket.send(json.dumps({"type": "auth", "token": token, "rows": 24, "cols": 80}))
+            yield websocket
 
 
 def _free_port() -> int:
@@ -87,7 +95,7 @@ def local_run(tmp_path: Path) -> Iterator[LocalRun]:
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    run = LocalRun(process, port, workspace, log)
+    run = LocalRun(process, port, workspace, log, env)
     try:
         _wait_for_page(run)
         yield run
@@ -95,9 +103,8 @@ def local_run(tmp_path: Path) -> Iterator[LocalRun]:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=STOP_TIMEOUT_S)
-        subprocess.run(
-            ["tmux", "-L", "cloudide-local", "kill-server"], env=env, capture_output=True, timeout=10
-        )
+        run.tmux("kill-server")
+        shutil.rmtree(tmux_dir, ignore_errors=True)
 
 
 def _read_until(websocket: ClientConnection, text: bytes, timeout_s: float = 15.0) -> bytes:
@@ -135,14 +142,31 @@ def test_local_serves_a_terminal_in_the_workspace_and_stops_on_sigterm(local_run
             "sessionId": "local",
             "readOnly": False,
         }
-        websocket.send(b"echo hel''lo; pwd\r")
-        output = _read_until(websocket, b"hello")
-        output += _read_until(websocket, str(local_run.workspace).encode())
-        assert b"hel''lo" in output  # the echoed keystrokes, then the shell's own "hello"
+        websocket.send(b"pwd > where; echo hel''lo\r")  # only the shell's output reads "hello"
+        _read_until(websocket, b"hello")
+    assert (local_run.workspace / "where").read_text() == f"{local_run.workspace}\n"
 
     local_run.process.send_signal(signal.SIGTERM)
     assert local_run.process.wait(timeout=STOP_TIMEOUT_S) == 0, local_run.output
     assert "stopped" in local_run.output
+
+
+def test_a_new_connection_reattaches_the_same_shell(local_run: LocalRun) -> None:
+    with local_run.terminal("local:me") as websocket:
+        websocket.send(b"MARK=kept-$((6*7))\r")
+        websocket.send(b"echo set-''done\r")
+        _read_until(websocket, b"set-done")
+    # Once the last viewer is gone the gateway drops its data channel and the peer hangs up the PTY:
+    # the tmux client detaches, the session stays.
+    deadline = time.monotonic() + 20
+    while local_run.tmux("list-clients").stdout.strip():
+        assert time.monotonic() < deadline, "the data channel was never closed"
+        time.sleep(0.2)
+    assert local_run.tmux("has-session", "-t", "main").returncode == 0
+
+    with local_run.terminal("local:you") as websocket:
+        websocket.send(b"echo $MARK\r")
+        _read_until(websocket, b"kept-42")
 
 
 @pytest.mark.parametrize(
