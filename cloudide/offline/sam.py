@@ -9,9 +9,9 @@ things are local-only: each function's local `CodeUri` becomes a placeholder S3 
 from __future__ import annotations
 
 import copy
-import os
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -31,7 +31,9 @@ def test_sam_validate_lint_is_clean() -> None:
 
 def test_workflow_definition_passes_cfn_lint_once_inlined(tmp_path: Path) -> None:
     # `sam validate` does not read DefinitionUri files; lint the translated template, definition inlined.
-    translated = sam.translate(ROOT / "template.yaml", parameters={"TerminalImageUri": "x"}, region="us-east-1")
+    translated = sam.translate(
+        ROOT / "template.yaml", parameters={"TerminalImageUri": "x"}, region="us-east-1"
+    )
     out = tmp_path / "translated.json"
     out.write_text(json.dumps(translated.template))
     result = _run(str(BIN / "cfn-lint"), str(out))
