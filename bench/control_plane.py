@@ -81,21 +81,15 @@ def _simulate(
         invocations["count"] += 1
         return original(function, event)
 
-    moment = clock.now()
     session = store.create(
-        Session(
-            sessionId=f"00000000-0000-4000-8000-{int(active_hours * 1000):012d}",
-            ownerId="bench",
-            projectId="bench",
+        Session.new(
+            session_id=f"00000000-0000-4000-8000-{int(active_hours * 1000):012d}",
+            owner_id="bench",
+            project_id="bench",
             image="base",
             tier="small",
-            status=Status.PROVISIONING,
-            createdAt=clock.rfc3339(moment),
-            lastActivityAt=clock.rfc3339(moment),
-            idleTimeoutSeconds=IDLE_MINUTES * 60,
-            maxLifetimeSeconds=12 * 3600,
-            idleDeadline=clock.later(moment, IDLE_MINUTES * 60),
-            lifetimeDeadline=clock.later(moment, 12 * 3600),
+            idle_timeout_seconds=IDLE_MINUTES * 60,
+            max_lifetime_seconds=12 * 3600,
         )
     )
     sfn = aws.client("stepfunctions")

@@ -7,10 +7,13 @@ session back to life, and the workflow and the event handler can race without a 
 
 from __future__ import annotations
 
+import uuid
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from sessions import clock
 
 
 class Status(StrEnum):
@@ -92,6 +95,38 @@ class Session(BaseModel):
     wait_token: str | None = Field(None, alias="waitToken")
     waiting_for: WaitingFor | None = Field(None, alias="waitingFor")
     expires_at: int | None = Field(None, alias="expiresAt")
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        owner_id: str,
+        project_id: str,
+        image: str,
+        tier: str,
+        idle_timeout_seconds: int,
+        max_lifetime_seconds: int,
+        retention_days: int = 30,
+        session_id: str | None = None,
+    ) -> Session:
+        """A session as the API creates it: PROVISIONING, its deadlines counted from now."""
+        moment = clock.now()
+        return cls(
+            session_id=session_id or str(uuid.uuid4()),
+            owner_id=owner_id,
+            project_id=project_id,
+            image=image,
+            tier=tier,
+            status=Status.PROVISIONING,
+            status_reason="waiting for a task",
+            created_at=clock.rfc3339(moment),
+            last_activity_at=clock.rfc3339(moment),
+            idle_timeout_seconds=idle_timeout_seconds,
+            max_lifetime_seconds=max_lifetime_seconds,
+            idle_deadline=clock.later(moment, idle_timeout_seconds),
+            lifetime_deadline=clock.later(moment, max_lifetime_seconds),
+            expires_at=int(moment.timestamp()) + retention_days * 86400,
+        )
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Session:

@@ -4,12 +4,10 @@ stop and connect to sessions, each only ever on the caller's own sessions."""
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import boto3
 
-from sessions import clock
 from sessions.api_models import StartSessionRequest
 from sessions.config import Settings
 from sessions.ecs_tasks import EcsTasks
@@ -66,23 +64,14 @@ class SessionService:
         if self._store.count_live() >= settings.global_session_cap:
             raise QuotaExceeded("the service is at its session capacity; try again later")
 
-        moment = clock.now()
-        lifetime = int(settings.max_lifetime_hours * 3600)
-        session = Session(
-            session_id=str(uuid.uuid4()),
+        session = Session.new(
             owner_id=owner_id,
             project_id=request.projectId,
             image=image,
             tier=tier,
-            status=Status.PROVISIONING,
-            status_reason="waiting for a task",
-            created_at=clock.rfc3339(moment),
-            last_activity_at=clock.rfc3339(moment),
             idle_timeout_seconds=idle_minutes * 60,
-            max_lifetime_seconds=lifetime,
-            idle_deadline=clock.later(moment, idle_minutes * 60),
-            lifetime_deadline=clock.later(moment, lifetime),
-            expires_at=int(moment.timestamp()) + settings.retention_days * 86400,
+            max_lifetime_seconds=int(settings.max_lifetime_hours * 3600),
+            retention_days=settings.retention_days,
         )
         self._store.create(session)
         try:

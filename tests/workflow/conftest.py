@@ -8,14 +8,12 @@ emitting the task-state events that the real rule delivers to the real handler.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sessions import clock
 from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
 from sessions.ecs_tasks import EcsTasks
@@ -47,20 +45,13 @@ class Offline:
         return Lifecycle(settings, self.store, EcsTasks(settings), WorkflowCallbacks())
 
     def new_session(self, *, idle_seconds: int = 3600, lifetime_seconds: int = 12 * 3600) -> Session:
-        moment = clock.now()
-        session = Session(
-            sessionId=str(uuid.uuid4()),
-            ownerId="user-1",
-            projectId="demo",
+        session = Session.new(
+            owner_id="user-1",
+            project_id="demo",
             image="base",
             tier="small",
-            status=Status.PROVISIONING,
-            createdAt=clock.rfc3339(moment),
-            lastActivityAt=clock.rfc3339(moment),
-            idleTimeoutSeconds=idle_seconds,
-            maxLifetimeSeconds=lifetime_seconds,
-            idleDeadline=clock.later(moment, idle_seconds),
-            lifetimeDeadline=clock.later(moment, lifetime_seconds),
+            idle_timeout_seconds=idle_seconds,
+            max_lifetime_seconds=lifetime_seconds,
         )
         return self.store.create(session)
 
