@@ -101,10 +101,9 @@ def test_capacity_failures_then_success_on_retry(offline: Offline) -> None:
 
     assert ready.provision_attempts == 2
     assert offline.states_entered(execution)[:2] == ["Provision", "Watch"]
-    failed_attempts = [e for e in offline.history(execution) if e["type"] == "LambdaFunctionFailed"] or [
-        e for e in offline.history(execution) if e["type"] == "TaskFailed"
-    ]
+    failed_attempts = [e for e in offline.history(execution) if e["type"] == "TaskFailed"]
     assert len(failed_attempts) == 2, "each capacity failure is one retried attempt"
+    assert all(e["taskFailedEventDetails"]["error"] == "CapacityUnavailable" for e in failed_attempts)
     offline.wait_execution(execution)
     offline.assert_invariants(session.session_id)
 
