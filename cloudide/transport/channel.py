@@ -177,14 +177,15 @@ class DataChannel:
         Raises :class:`ChannelDropped` if the connection was gone before the message was accepted; once
         accepted, a message stays in :meth:`unacknowledged` until its ack arrives.
         """
-        async with self._room:
-            await self._room.wait_for(
-                lambda: self._failure is not None or len(self._unacknowledged) < self.limits.window
-            )
-            if self._failure is not None:
-                raise self._failure
-            sequence = self._next_sequence
-            self._next_sequence += 1
+        if self._failure is None and len(self._unacknowledged) >= self.limits.window:
+            async with self._room:
+                await self._room.wait_for(
+                    lambda: self._failure is not None or len(self._unacknowledged) < self.limits.window
+                )
+        if self._failure is not None:
+            raise self._failure
+        sequence = self._next_sequence
+        self._next_sequence += 1
         flags = Flags.SYN if sequence == 0 and self._sends is MessageType.OUTPUT_STREAM_DATA else Flags.NONE
         message = ClientMessage(
             message_type=self._sends,
@@ -309,8 +310,11 @@ class DataChannel:
             return  # an ack for something already acknowledged: both AWS implementations ignore it
         if not entry.resent:  # Karn: a resent message's ack cannot say which copy it answers
             self.rto.observe(time.monotonic() - entry.last_sent)
-        async with self._room:
-            self._room.notify_all()
+        # Waiters want room in a full window, or an empty one (drain): wake them only on those transitions,
+        # not for each of the thousands of acks a second that change neither.
+        if len(self._unacknowledged) in (0, self.limits.window - 1):
+            async with self._room:
+                self._room.notify_all()
 
     async def _sequenced(self, message: ClientMessage) -> None:
         sequence = message.sequence_number

@@ -341,7 +341,10 @@ class TerminalConnection:
             else:
                 timeout = None
             try:
-                message = await asyncio.wait_for(channel.receive(), timeout)
+                # In terminal mode there is no deadline, and this runs once per output message.
+                message = await (
+                    channel.receive() if timeout is None else asyncio.wait_for(channel.receive(), timeout)
+                )
             except TimeoutError:
                 if handshake_deadline is not None:
                     logger.warning("handshake timed out", extra={"session_id": self.session_id})

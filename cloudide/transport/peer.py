@@ -33,7 +33,7 @@ import subprocess
 import termios
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,7 @@ OPEN_TIMEOUT = 10.0
 HANDSHAKE_TIMEOUT = 15.0
 DRAIN_TIMEOUT = 2.0
 HANGUP_GRACE = 2.0
+READ_SIZE = 64 * 1024
 
 
 @dataclass
@@ -262,13 +263,19 @@ class LocalPeer:
         return None
 
     async def _pump_output(self, process: _PtyProcess, channel: DataChannel) -> None:
+        """Send the PTY's output in messages of at most ``chunk_size`` bytes, as the agent does.
+
+        The PTY is read in larger blocks than the messages it is cut into: one read (and one wait for
+        readiness) per message would cost more than the message itself during a flood. The window still
+        bounds what is read, because nothing more is read until the whole block has been sent.
+        """
         held = b""
-        while chunk := await process.read(self._chunk_size - len(held)):
-            data = held + chunk
+        while block := await process.read(READ_SIZE):
+            data = held + block
             boundary = utf8_boundary(data)
             held = data[boundary:]
-            if boundary:
-                await channel.send(PayloadType.OUTPUT, data[:boundary])
+            for message in _messages(data[:boundary], self._chunk_size):
+                await channel.send(PayloadType.OUTPUT, message)
         if held:
             await channel.send(PayloadType.OUTPUT, held)
 
@@ -288,6 +295,17 @@ class LocalPeer:
                     process.resize(*parse_size(message.payload))
                 except FrameError as error:
                     logger.warning("ignoring bad Size message", extra={"error": str(error)})
+
+
+def _messages(data: bytes, size: int) -> Iterator[bytes]:
+    """``data`` cut into pieces of at most ``size`` bytes, none of which ends inside a UTF-8 character."""
+    start = 0
+    while start < len(data):
+        piece = data[start : start + size]
+        if start + size < len(data):
+            piece = piece[: utf8_boundary(piece) or size]  # a "character" longer than size: cut it anyway
+        yield piece
+        start += len(piece)
 
 
 def utf8_boundary(data: bytes) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import random
 import struct
 import time
 import uuid
@@ -29,7 +30,11 @@ SCHEMA_VERSION = 1
 CLIENT_VERSION = "1.2.677.0"
 """Reported to the agent; at least 1.2.312.0 so that agents do not warn about output separation."""
 
-_HEADER = struct.Struct(">I32sIQqQ16s32sII")
+# The message id travels as its two 64-bit halves, least significant first (SSM_PROTOCOL.md §2): reading
+# and writing it as two integers spares slicing and re-joining its bytes for every message.
+_HEADER = struct.Struct(">I32sIQqQQQ32sII")
+_HALF = 64
+_HALF_MASK = (1 << _HALF) - 1
 assert _HEADER.size == PAYLOAD_OFFSET
 
 
@@ -75,6 +80,14 @@ class ActionStatus(enum.IntEnum):
     UNSUPPORTED = 3
 
 
+# Every frame names its type in a space-padded 32-byte field; looking the raw field up directly saves
+# decoding and stripping it for each of the thousands of messages a second a busy terminal produces.
+_WIRE_NAMES = {
+    member: member.value.encode("ascii").ljust(MESSAGE_TYPE_LENGTH, b" ") for member in MessageType
+}
+_TYPES_BY_WIRE_NAME = {wire: member for member, wire in _WIRE_NAMES.items()}
+
+
 class FrameError(ValueError):
     """A binary frame that must not be processed (and so must not be acknowledged)."""
 
@@ -99,6 +112,16 @@ class MalformedFrame(FrameError):
     pass
 
 
+def new_message_id() -> uuid.UUID:
+    """A random (version 4) message id.
+
+    Ids only tell messages apart -- receivers match acks by sequence number -- so they need uniqueness,
+    not unpredictability: the process's PRNG avoids the ``getrandom`` system call ``uuid4`` makes for
+    each of the thousands of messages and acks a second a busy terminal sends.
+    """
+    return uuid.UUID(int=random.getrandbits(128), version=4)
+
+
 def now_millis() -> int:
     return time.time_ns() // 1_000_000
 
@@ -112,7 +135,7 @@ class ClientMessage:
     payload: bytes
     payload_type: int = PayloadType.NONE
     flags: int = Flags.NONE
-    message_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    message_id: uuid.UUID = field(default_factory=new_message_id)
     created_date: int = field(default_factory=now_millis)
     schema_version: int = SCHEMA_VERSION
 
@@ -127,20 +150,21 @@ class ClientMessage:
 
 
 def encode(message: ClientMessage) -> bytes:
-    name = message.message_type.encode("ascii")
-    if len(name) > MESSAGE_TYPE_LENGTH:
-        raise ValueError(f"message type {message.message_type!r} is longer than {MESSAGE_TYPE_LENGTH} bytes")
+    name = _WIRE_NAMES.get(message.message_type)
+    if name is None:
+        raise ValueError(f"unknown message type {message.message_type!r}")
     if message.created_date <= 0:
         raise ValueError("created_date must be a positive epoch-milliseconds value")
-    wire_id = message.message_id.bytes[8:] + message.message_id.bytes[:8]
+    message_id = message.message_id.int
     header = _HEADER.pack(
         HEADER_LENGTH,
-        name.ljust(MESSAGE_TYPE_LENGTH, b" "),
+        name,
         message.schema_version,
         message.created_date,
         message.sequence_number,
         message.flags,
-        wire_id,
+        message_id & _HALF_MASK,
+        message_id >> _HALF,
         hashlib.sha256(message.payload).digest(),
         message.payload_type,
         len(message.payload),
@@ -163,28 +187,22 @@ def decode(frame: bytes) -> ClientMessage:
         created_date,
         sequence_number,
         flags,
-        wire_id,
+        id_low,
+        id_high,
         digest,
         payload_type,
         payload_length,
     ) = _HEADER.unpack_from(frame)
-    try:
-        type_name = raw_type.strip(b"\x00").decode("ascii").strip()
-    except UnicodeDecodeError as error:
-        raise MalformedFrame(f"message type is not ASCII: {raw_type!r}") from error
-    try:
-        message_type = MessageType(type_name)
-    except ValueError:
-        raise UnknownMessageType(type_name) from None
+    message_type = _TYPES_BY_WIRE_NAME.get(raw_type) or _message_type(raw_type)
     payload = bytes(frame[PAYLOAD_OFFSET:])
     if message_type not in _UNCHECKED_TYPES:
         if header_length == 0:
-            raise MalformedFrame(f"{type_name}: HeaderLength is 0")
+            raise MalformedFrame(f"{message_type}: HeaderLength is 0")
         if created_date == 0:
-            raise MalformedFrame(f"{type_name}: CreatedDate is 0")
+            raise MalformedFrame(f"{message_type}: CreatedDate is 0")
         if payload_length != 0 and hashlib.sha256(payload).digest() != digest:
             raise DigestMismatch(
-                f"{type_name} seq {sequence_number}: payload digest does not match its SHA-256 "
+                f"{message_type} seq {sequence_number}: payload digest does not match its SHA-256 "
                 f"({len(payload)} payload bytes)"
             )
     return ClientMessage(
@@ -193,10 +211,22 @@ def decode(frame: bytes) -> ClientMessage:
         payload=payload,
         payload_type=payload_type,
         flags=flags,
-        message_id=uuid.UUID(bytes=wire_id[8:] + wire_id[:8]),
+        message_id=uuid.UUID(int=id_high << _HALF | id_low),
         created_date=created_date,
         schema_version=schema_version,
     )
+
+
+def _message_type(raw_type: bytes) -> MessageType:
+    """The type named by a field padded some other way than with spaces (NULs, or both)."""
+    try:
+        type_name = raw_type.strip(b"\x00").decode("ascii").strip()
+    except UnicodeDecodeError as error:
+        raise MalformedFrame(f"message type is not ASCII: {raw_type!r}") from error
+    try:
+        return MessageType(type_name)
+    except ValueError:
+        raise UnknownMessageType(type_name) from None
 
 
 def _compact_json(value: Any) -> bytes:
@@ -219,18 +249,23 @@ def open_data_channel(token_value: str, client_id: str, *, client_version: str =
 
 def acknowledgement(acked: ClientMessage) -> ClientMessage:
     """The ack for a sequenced message; receivers match it by sequence number only (SSM_PROTOCOL.md §4)."""
-    content = {
-        "AcknowledgedMessageType": acked.message_type.value,
-        "AcknowledgedMessageId": str(acked.message_id),
-        "AcknowledgedMessageSequenceNumber": acked.sequence_number,
-        "IsSequentialMessage": True,
-    }
     return ClientMessage(
         message_type=MessageType.ACKNOWLEDGE,
         sequence_number=0,
-        payload=_compact_json(content),
-        flags=Flags.SYN | Flags.FIN,
+        payload=(
+            _ACK_TEMPLATE % (acked.message_type.value, acked.message_id, acked.sequence_number)
+        ).encode(),
+        flags=_ACK_FLAGS,
     )
+
+
+_ACK_FLAGS = Flags.SYN | Flags.FIN
+# What ``_compact_json`` makes of an ack's content (type and id are ASCII, so nothing needs escaping),
+# formatted directly: a receiver sends one ack for every message it gets.
+_ACK_TEMPLATE = (
+    '{"AcknowledgedMessageType":"%s","AcknowledgedMessageId":"%s",'
+    '"AcknowledgedMessageSequenceNumber":%d,"IsSequentialMessage":true}'
+)
 
 
 def acknowledged_sequence_number(ack: ClientMessage) -> int:

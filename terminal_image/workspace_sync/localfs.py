@@ -109,8 +109,12 @@ def ensure_parents(root: Path, rel: str) -> Path:
         try:
             st = current.lstat()
         except FileNotFoundError:
-            current.mkdir(mode=0o755)
-            continue
+            try:
+                current.mkdir(mode=0o755)
+                continue
+            except FileExistsError:
+                # Another worker created it first; it still has to be a real directory.
+                st = current.lstat()
         if not stat.S_ISDIR(st.st_mode):
             raise UnsafePath(f"{rel}: parent {current.relative_to(root)} is not a directory")
     return root / rel
