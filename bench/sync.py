@@ -20,12 +20,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 from aws_lambda_powertools import Logger
 from botocore.config import Config
 from workspace_sync.agent import SyncAgent
 from workspace_sync.config import SyncConfig
+from workspace_sync.entrypoint import make_client
 
 FILES = 5_000
 TOTAL_BYTES = 200 * 1024 * 1024
@@ -87,14 +89,15 @@ def _agent(endpoint: str, bucket: str, prefix: str, workspace: Path, **extra: st
         **extra,
     }
     config = SyncConfig.from_env(env)
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench",
-        config=Config(max_pool_connections=config.concurrency + 8),
-    )
+    # The agent's own client (retries, pool, timeouts) as it ships, pointed at the bench's S3.
+    bench_s3 = {
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    with mock.patch.dict(os.environ, bench_s3):
+        client = make_client(config)
     return SyncAgent(config, client, Logger(service="bench", level="WARNING"))
 
 
