@@ -27,7 +27,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from cloudide.transport.client import Connector, ExecCredentials, TerminalConnection, TransportError
-from cloudide.transport.gateway import serve_gateway
+from cloudide.transport.gateway import Gateway
 from cloudide.transport.peer import LocalPeer
 
 ECHO_COMMAND = ("sh", "-c", "stty raw -echo && exec cat")
@@ -81,7 +81,7 @@ async def _through_gateway(command: Sequence[str], measure: Callable[[ClientConn
 
             return connector
 
-        gateway = await serve_gateway("127.0.0.1", 0, factory)
+        gateway = await Gateway(factory).start()
         try:
             url = f"ws://127.0.0.1:{gateway.port}/sessions/bench/terminal"
             async with connect(url, max_size=None, compression=None) as browser:

@@ -1,11 +1,8 @@
-"""`cloudide local`: a browser terminal on this machine, over the project's real ECS Exec transport.
+"""`cloudide local`: the whole system on this machine, no AWS account and no Docker needed.
 
-This is the first slice of the local stack: the browser gateway relays to a :class:`LocalPeer`, which plays
-the SSM agent over a PTY, so the page, the gateway, the data-channel protocol and the reconnecting client
-are the very code that runs against AWS. What stands in for the REST API is a connector that accepts
-``local:<user-id>`` tokens. The shell is tmux by default because every connect starts the command afresh
-(as ECS Exec does), and ``new-session -A`` re-attaches the same session, so a reload keeps the shell.
-The REST API, the workflow and sandboxed tasks are not here yet; they arrive with the full local stack.
+The command is a thin shell around :class:`cloudide.localstack.stack.LocalStack`: it parses options,
+prints the stack's progress and a summary of where everything listens, and turns Ctrl-C (or SIGTERM)
+into an orderly shutdown that stops every task and flushes its workspace to the local S3.
 """
 
 from __future__ import annotations
@@ -13,136 +10,110 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
-import shlex
-import shutil
 import signal
 import sys
-from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
-from cloudide.transport.client import Connector, ExecCredentials
-from cloudide.transport.gateway import serve_gateway
-from cloudide.transport.gateway_api import ConnectorFactory, ConnectRejected
-from cloudide.transport.peer import LocalPeer
+from cloudide.localstack.stack import STACK_NAME, LocalStack, LocalStackConfig
 
 logger = logging.getLogger(__name__)
 
-SESSION_ID = "local"
-TOKEN_PATTERN = re.compile(r"local:(?P<user_id>[A-Za-z0-9._@-]{1,64})")
-TMUX_SOCKET = "cloudide-local"
-SHUTDOWN_TIMEOUT_S = 8.0
-
-
-def default_shell() -> str:
-    """tmux keeps the shell alive between data channels, as ``cloudide-shell`` does in the task."""
-    if shutil.which("tmux"):
-        return f"tmux -L {TMUX_SOCKET} new-session -A -s main"
-    return "bash -l"
-
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``cloudide local [--host H] [--port P] [--shell CMD] [--workspace DIR]``."""
+    """``cloudide local [--host H] [--api-port P] [--gateway-port P] [--state-dir DIR] [--persist]``."""
     parser = subparsers.add_parser(
         "local",
-        help="run a browser terminal on this machine (terminal transport only, for now)",
-        description="Serve the browser terminal on this machine through the ECS Exec transport, with a "
-        "local shell standing in for the Fargate task. Open the printed URL.",
+        help="run the whole system on this machine (local AWS, REST API, sandboxed terminals, page)",
+        description="Deploy template.yaml into a local AWS (moto) and serve the REST API, sandboxed "
+        "terminal tasks and the browser page on this machine. Ctrl-C stops everything.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    parser.add_argument("--api-port", type=int, default=3000, help="REST API port (default: %(default)s)")
+    parser.add_argument("--gateway-port", type=int, default=8080, help="page port (default: %(default)s)")
     parser.add_argument(
-        "--shell",
-        default=default_shell(),
-        help="command each connect runs, split like a shell would (default: %(default)s)",
+        "--aws-port", type=int, default=0, help="local AWS endpoint port (default: any free port)"
     )
     parser.add_argument(
-        "--workspace",
+        "--state-dir",
         type=Path,
-        default=Path(".local-state/workspace"),
-        help="the shell's working directory, created if missing (default: %(default)s)",
+        default=Path(".local-state"),
+        help="task sandboxes, stack.json and persisted state live here (default: %(default)s)",
     )
+    parser.add_argument(
+        "--persist",
+        action="store_true",
+        help="keep workspaces (the local S3) and session history across restarts, in STATE_DIR/persist",
+    )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a template parameter override, e.g. DefaultIdleTimeoutMinutes=5 (repeatable)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every component at INFO")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for noisy in ("werkzeug", "botocore", "moto"):
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
     try:
-        command = shlex.split(args.shell)
+        parameters = tuple(_parameter(text) for text in args.parameter)
     except ValueError as error:
-        print(f"cloudide local: --shell: {error}", file=sys.stderr)
+        print(f"cloudide local: --parameter: {error}", file=sys.stderr)
         return 2
-    if not command:
-        print("cloudide local: --shell must not be empty", file=sys.stderr)
-        return 2
-    workspace = args.workspace.resolve()
+    config = LocalStackConfig(
+        host=args.host,
+        api_port=args.api_port,
+        gateway_port=args.gateway_port,
+        aws_port=args.aws_port,
+        state_dir=args.state_dir,
+        persist=args.persist,
+        parameters=parameters,
+    )
     try:
-        workspace.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        print(f"cloudide local: cannot create workspace {workspace}: {error}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(serve_local(args.host, args.port, command, workspace))
-    except OSError as error:  # typically the port is taken
-        print(f"cloudide local: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        asyncio.run(serve(config))
+    except OSError as error:  # typically a port is taken
+        print(f"cloudide local: {error}", file=sys.stderr)
         return 1
+    except ValueError as error:  # a bad parameter, refused by the template translation
+        print(f"cloudide local: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
-def local_connector_factory(peer: LocalPeer, command: Sequence[str], workspace: Path) -> ConnectorFactory:
-    """Stands in for the REST API's connect call: one session, ``local:<user-id>`` tokens, a new PTY each time."""
-
-    def factory(session_id: str, bearer_token: str) -> Connector:
-        async def connect() -> ExecCredentials:
-            if not TOKEN_PATTERN.fullmatch(bearer_token):
-                raise ConnectRejected(401, "the local stack accepts only tokens of the form local:<user-id>")
-            if session_id != SESSION_ID:
-                raise ConnectRejected(404, f"the local stack has one session, {SESSION_ID!r}")
-            return peer.new_session(command, cwd=str(workspace))
-
-        return connect
-
-    return factory
+def _parameter(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    return key, value
 
 
-async def serve_local(host: str, port: int, command: Sequence[str], workspace: Path) -> None:
-    """Serve until SIGINT or SIGTERM, then close the gateway and the peer."""
+async def serve(config: LocalStackConfig) -> None:
+    """Run the stack until SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    say(f"workspace: {workspace}")
-    say(f"shell:     {shlex.join(command)}")
-    peer = LocalPeer()  # loopback only, whatever --host is: the gateway is its sole client
-    await peer.start()
-    try:
-        say(f"ECS Exec stand-in (LocalPeer) on 127.0.0.1:{peer.port}")
-        gateway = await serve_gateway(host, port, local_connector_factory(peer, command, workspace))
-        try:
-            say(f"browser gateway on {gateway.url}")
-            say("")
-            say(f"  open:  {gateway.url}/#session={SESSION_ID}&token=local:me")
-            say("")
-            say("!! This is the terminal transport only (browser -> gateway -> ECS Exec protocol -> PTY).")
-            say("!! The full local stack (REST API, workflow, sandboxed tasks) arrives with its own issue.")
-            say("Ctrl-C stops.")
-            await stop.wait()
-            say("stopping ...")
-        finally:
-            await _bounded(gateway.close(), "gateway")
-    finally:
-        await _bounded(peer.stop(), "peer")
-    if TMUX_SOCKET in command:
-        say(f"any tmux session opened lives on; `tmux -L {TMUX_SOCKET} kill-server` ends it")
+    async with LocalStack(config, progress=say) as stack:
+        assert stack.endpoints is not None
+        endpoints = stack.endpoints
+        say("")
+        say("ready")
+        say(f"  page:       {endpoints.gateway}/#token=local:me")
+        say(f"  REST API:   {endpoints.api}   (Authorization: Bearer local:<user-id>)")
+        say(f"  local AWS:  {endpoints.aws}   (stack {STACK_NAME}; `cloudide sessions --local`)")
+        say(f"  try:        curl -s -X POST {endpoints.api}/sessions -H 'Authorization: Bearer local:me' \\")
+        say("                 -H 'Content-Type: application/json' -d '{\"projectId\": \"demo\"}'")
+        say("Ctrl-C stops everything; each task's workspace is flushed to the local S3 first.")
+        await stop.wait()
+        say("stopping ...")
     say("stopped")
-
-
-async def _bounded(closing: Awaitable[None], what: str) -> None:
-    """A hung close must not keep Ctrl-C from ending the command."""
-    try:
-        await asyncio.wait_for(closing, SHUTDOWN_TIMEOUT_S)
-    except TimeoutError:
-        logger.warning("shutdown timed out", extra={"component": what, "timeout_s": SHUTDOWN_TIMEOUT_S})
 
 
 def say(line: str) -> None:

@@ -43,13 +43,20 @@ LOG = logging.getLogger(__name__)
 MOTO_VERSION = "5.2.5"
 """The version these corrections were measured against; `install()` refuses any other."""
 
-StreamUrlFactory = Callable[[str, str, str], str]
-"""(cluster ARN, task ARN, session id) -> the `streamUrl` an ExecuteCommand session returns."""
+ExecSessionFactory = Callable[[str, str, str], dict[str, str]]
+"""(cluster ARN, task ARN, command) -> the `session` an ExecuteCommand call returns: `sessionId`,
+`streamUrl` and `tokenValue`. The local stack answers with its SSM-protocol peer running `command` inside
+the task's sandbox."""
 
 
-def default_stream_url(cluster_arn: str, task_arn: str, session_id: str) -> str:
-    """Nothing listens here; the local stack plugs in its own SSM-protocol peer instead."""
-    return f"ws://127.0.0.1:0/v1/data-channel/{session_id}"
+def unreachable_exec_session(cluster_arn: str, task_arn: str, command: str) -> dict[str, str]:
+    """Nothing listens here: tests that only check the API's answer need no data channel."""
+    session_id = f"ecs-execute-command-{uuid.uuid4().hex}"
+    return {
+        "sessionId": session_id,
+        "streamUrl": f"ws://127.0.0.1:0/v1/data-channel/{session_id}",
+        "tokenValue": uuid.uuid4().hex + uuid.uuid4().hex,
+    }
 
 
 @dataclass
@@ -68,7 +75,7 @@ class Settings:
 
     wait_scale: float = 1.0
     scale_timestamp_waits: bool = False
-    stream_url_factory: StreamUrlFactory = default_stream_url
+    exec_session_factory: ExecSessionFactory = unreachable_exec_session
     code_folders: dict[str, Path] = field(default_factory=dict)  # placeholder S3 key -> CodeUri folder
     run_task_faults: deque[RunTaskFault] = field(default_factory=deque)
     stop_task_listeners: list[Callable[[Any], None]] = field(default_factory=list)
@@ -704,7 +711,7 @@ def find_task(backend: Any, cluster: str, task: str) -> Any:
 
 def fix_ecs_execute_command() -> None:
     """moto has no ExecuteCommand (NotImplementedError). This returns a session whose `streamUrl`
-    comes from `SETTINGS.stream_url_factory` and whose token is single-use by convention of the peer.
+    comes from `SETTINGS.exec_session_factory`; the peer behind it treats the token as single-use.
     AWS refuses when the task was started without enableExecuteCommand, when it is not RUNNING, or when
     its ExecuteCommandAgent is not RUNNING. Delete when moto implements ExecuteCommand."""
     from moto.core.responses import ActionResult
@@ -730,7 +737,7 @@ def fix_ecs_execute_command() -> None:
                 "TargetNotConnectedException",
                 "The execute command failed due to an internal error. Try again later.",
             )
-        session_id = f"ecs-execute-command-{uuid.uuid4().hex}"
+        session = SETTINGS.exec_session_factory(cluster.arn, task.task_arn, self._get_param("command"))
         return ActionResult(
             {
                 "clusterArn": cluster.arn,
@@ -738,11 +745,7 @@ def fix_ecs_execute_command() -> None:
                 "containerName": container_name,
                 "interactive": True,
                 "taskArn": task.task_arn,
-                "session": {
-                    "sessionId": session_id,
-                    "streamUrl": SETTINGS.stream_url_factory(cluster.arn, task.task_arn, session_id),
-                    "tokenValue": uuid.uuid4().hex + uuid.uuid4().hex,
-                },
+                "session": session,
             }
         )
 
@@ -943,7 +946,7 @@ def install(
     *,
     wait_scale: float | None = None,
     scale_timestamp_waits: bool | None = None,
-    stream_url_factory: StreamUrlFactory | None = None,
+    exec_session_factory: ExecSessionFactory | None = None,
 ) -> Settings:
     """Apply every correction (once per process) and update `SETTINGS` with the knobs given."""
     global _installed
@@ -965,6 +968,6 @@ def install(
         SETTINGS.wait_scale = wait_scale
     if scale_timestamp_waits is not None:
         SETTINGS.scale_timestamp_waits = scale_timestamp_waits
-    if stream_url_factory is not None:
-        SETTINGS.stream_url_factory = stream_url_factory
+    if exec_session_factory is not None:
+        SETTINGS.exec_session_factory = exec_session_factory
     return SETTINGS

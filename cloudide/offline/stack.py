@@ -26,7 +26,7 @@ from botocore.config import Config
 
 from cloudide.offline import moto_fixes, sam
 from cloudide.offline.ecs import EcsDriver
-from cloudide.offline.moto_fixes import StreamUrlFactory
+from cloudide.offline.moto_fixes import ExecSessionFactory
 
 DEFAULT_REGION = "us-east-1"
 SFN_CONFIG = {"stepfunctions": {"execute_state_machine": True}}
@@ -49,6 +49,8 @@ class DeployedStack:
     stack_id: str
     outputs: dict[str, str]
     resources: dict[str, dict[str, str]] = field(default_factory=dict)  # logical id -> {type, physical_id}
+    template: dict[str, Any] = field(default_factory=dict)  # the translated template that was deployed
+    parameters: dict[str, str] = field(default_factory=dict)  # every parameter's value, defaults included
 
     def physical_id(self, logical_id: str) -> str:
         try:
@@ -113,7 +115,18 @@ def deploy(
         if "LogicalResourceId" in r  # moto lists resources whose Condition is false without one
     }
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-    return DeployedStack(name=stack_name, stack_id=stack_id, outputs=outputs, resources=resources)
+    return DeployedStack(
+        name=stack_name,
+        stack_id=stack_id,
+        outputs=outputs,
+        resources=resources,
+        template=translation.template,
+        parameters={
+            name: str(spec.get("Default", ""))
+            for name, spec in translation.template.get("Parameters", {}).items()
+        }
+        | parameters,
+    )
 
 
 def _free_port() -> int:
@@ -141,7 +154,7 @@ class OfflineAws:
         region: str = DEFAULT_REGION,
         wait_scale: float | None = None,
         scale_timestamp_waits: bool | None = None,
-        stream_url_factory: StreamUrlFactory | None = None,
+        exec_session_factory: ExecSessionFactory | None = None,
     ) -> None:
         self.template_path = Path(template_path) if template_path else None
         self.parameters = parameters or {}
@@ -152,7 +165,7 @@ class OfflineAws:
         self._knobs = {
             "wait_scale": wait_scale,
             "scale_timestamp_waits": scale_timestamp_waits,
-            "stream_url_factory": stream_url_factory,
+            "exec_session_factory": exec_session_factory,
         }
         self.endpoint_url: str | None = None
         self.stack: DeployedStack | None = None
@@ -207,6 +220,7 @@ class OfflineAws:
             self._mock = self._server = None
             moto_fixes.SETTINGS.run_task_faults.clear()
             moto_fixes.SETTINGS.stop_task_listeners.clear()
+            moto_fixes.SETTINGS.exec_session_factory = moto_fixes.unreachable_exec_session
             for key, value in self._saved_env.items():
                 if value is None:
                     os.environ.pop(key, None)

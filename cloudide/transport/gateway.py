@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import re
 import signal
@@ -107,6 +108,7 @@ def _assets(node_modules: Path) -> dict[str, _Asset]:
         "/": _Asset(STATIC_DIR / "index.html", "text/html; charset=utf-8"),
         "/terminal.js": _Asset(STATIC_DIR / "terminal.js", "text/javascript; charset=utf-8"),
         "/terminal.css": _Asset(STATIC_DIR / "terminal.css", "text/css; charset=utf-8"),
+        "/sessions.js": _Asset(STATIC_DIR / "sessions.js", "text/javascript; charset=utf-8"),
         "/vendor/xterm.js": _Asset(
             node_modules / "@xterm/xterm/lib/xterm.js", "text/javascript; charset=utf-8"
         ),
@@ -117,12 +119,16 @@ def _assets(node_modules: Path) -> dict[str, _Asset]:
     }
 
 
-_SECURITY_HEADERS = {
-    "Cache-Control": "no-cache",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; frame-ancestors 'self'",
-}
+def _security_headers(api_url: str | None) -> dict[str, str]:
+    """The page may talk to this gateway and, when one is configured, to the REST API: nothing else."""
+    api = urlsplit(api_url) if api_url else None
+    connect_src = "'self'" + (f" {api.scheme}://{api.netloc}" if api else "")
+    return {
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": f"default-src 'self'; connect-src {connect_src}; frame-ancestors 'self'",
+    }
 
 
 class Gateway:
@@ -138,7 +144,10 @@ class Gateway:
         node_modules: Path = DEFAULT_NODE_MODULES,
         auth_timeout_s: float = 10.0,
         connect_timeout_s: float = 30.0,
+        api_url: str | None = None,
     ) -> None:
+        """``api_url``, when given, is the REST API the page lists, starts and stops sessions with
+        (served to it as ``/config.json``); without it the page only opens a session it is given."""
         self._factory = connector_factory
         self._host = host
         self._port = port
@@ -146,6 +155,8 @@ class Gateway:
         self._auth_timeout_s = auth_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._assets = _assets(node_modules)
+        self._headers = _security_headers(api_url)
+        self._config = json.dumps({"apiUrl": api_url.rstrip("/") if api_url else None}).encode()
         self._hubs: dict[str, SessionHub] = {}
         self._server: Server | None = None
 
@@ -206,6 +217,8 @@ class Gateway:
             )
         if path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
+        if path == "/config.json":
+            return self._ok("application/json", self._config)
         asset = self._assets.get(path)
         if asset is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
@@ -215,9 +228,10 @@ class Gateway:
             return connection.respond(
                 HTTPStatus.SERVICE_UNAVAILABLE, "page assets are not installed: run `make node_modules`\n"
             )
-        headers = Headers(
-            {"Content-Type": asset.content_type, "Content-Length": str(len(body)), **_SECURITY_HEADERS}
-        )
+        return self._ok(asset.content_type, body)
+
+    def _ok(self, content_type: str, body: bytes) -> Response:
+        headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body)), **self._headers})
         return Response(HTTPStatus.OK, "OK", headers, body)
 
     async def _handle(self, websocket: ServerConnection) -> None:
@@ -314,20 +328,6 @@ class Gateway:
             del self._hubs[hub.session_id]
 
 
-async def serve_gateway(
-    host: str,
-    port: int,
-    connector_factory: ConnectorFactory,
-    *,
-    limits: HubLimits | None = None,
-    node_modules: Path = DEFAULT_NODE_MODULES,
-) -> Gateway:
-    """Start a gateway and return it running; ``await gateway.close()`` (or ``async with``) stops it."""
-    return await Gateway(
-        connector_factory, host=host, port=port, limits=limits, node_modules=node_modules
-    ).start()
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``cloudide gateway --api URL [--host H] [--port P]``."""
     parser = subparsers.add_parser(
@@ -352,14 +352,18 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signalled(args: argparse.Namespace) -> None:
-    gateway = await serve_gateway(
-        args.host, args.port, api_connector_factory(args.api), node_modules=args.node_modules
-    )
+    gateway = await Gateway(
+        api_connector_factory(args.api),
+        host=args.host,
+        port=args.port,
+        node_modules=args.node_modules,
+        api_url=args.api,
+    ).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    print(f"gateway: {gateway.url}/#session=<id>&token=<token>", flush=True)
+    print(f"gateway: {gateway.url} (sessions of the API at {args.api})", flush=True)
     with contextlib.suppress(asyncio.CancelledError):
         await stop.wait()
     await gateway.close()
@@ -373,5 +377,4 @@ __all__ = [
     "HubLimits",
     "api_connector_factory",
     "register",
-    "serve_gateway",
 ]

@@ -1,6 +1,7 @@
 // CloudIDE browser terminal: xterm.js over the gateway's WebSocket (message format: cloudide/transport/gateway.py).
 // The session and token come from the URL fragment (#session=<id>&token=<token>[&mode=read]), which never
-// reaches a server log, or from the form. `window.term` and `window.gateway` are exposed for tests.
+// reaches a server log, from the sessions panel (sessions.js) when the gateway knows the REST API, or from
+// the form. `window.term` and `window.gateway` are exposed for tests.
 "use strict";
 
 (function () {
@@ -85,12 +86,7 @@
     connect();
   }
 
-  const params = new URLSearchParams(location.hash.slice(1));
-  if (params.get("session") && params.get("token")) {
-    // Keep the token out of the history and of anything that copies the address bar.
-    history.replaceState(null, "", location.pathname + location.search);
-    start(params.get("session"), params.get("token"), params.get("mode") === "read");
-  } else {
+  function showLogin() {
     const form = document.getElementById("login");
     form.hidden = false;
     setStatus("closed", "not connected");
@@ -99,5 +95,25 @@
       form.hidden = true;
       start(form.elements.session.value, form.elements.token.value, form.elements.readonly.checked);
     });
+  }
+
+  const params = new URLSearchParams(location.hash.slice(1));
+  // Keep the token out of the history and of anything that copies the address bar.
+  history.replaceState(null, "", location.pathname + location.search);
+  if (params.get("session") && params.get("token")) {
+    start(params.get("session"), params.get("token"), params.get("mode") === "read");
+  } else {
+    fetch("/config.json")
+      .then(function (response) { return response.json(); })
+      .catch(function () { return {}; })
+      .then(function (config) {
+        if (!config.apiUrl) { showLogin(); return; }
+        setStatus("closed", "no terminal open");
+        window.cloudideSessions.show(config.apiUrl, params.get("token"), function (sessionId, token) {
+          document.getElementById("sessions").hidden = true;
+          document.getElementById("back").hidden = false;
+          start(sessionId, token, false);
+        });
+      });
   }
 })();
