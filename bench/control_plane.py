@@ -9,7 +9,6 @@ the IDE makes). Prices: us-east-1 list prices (AWS_FACTS.md and the services' pr
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
 from typing import Any
 from unittest import mock
 
@@ -22,6 +21,7 @@ from sessions.record import Session, Status
 from sessions.store import SessionStore
 
 from cloudide.offline import moto_fixes
+from cloudide.offline.clock import ScaledClock
 from cloudide.offline.fargate import FakeFargate, TaskScript
 from cloudide.offline.stack import OfflineAws
 
@@ -39,27 +39,6 @@ PRICE_DDB_WRITE, PRICE_DDB_READ = 0.625 / 1e6, 0.125 / 1e6  # on-demand, per req
 FARGATE_ARM_VCPU_H, FARGATE_ARM_GB_H = 0.03238, 0.00356
 
 
-class VirtualClock:
-    """Wall-clock time for the handlers: real while a session starts, then SCALE times faster."""
-
-    def __init__(self) -> None:
-        self._rate = 1.0
-        self._anchor_real, self._anchor_virtual = time.monotonic(), clock.now()
-
-    def _set_rate(self, rate: float) -> None:
-        self._anchor_virtual, self._anchor_real, self._rate = self.now(), time.monotonic(), rate
-
-    def accelerate(self) -> None:
-        self._set_rate(1 / SCALE)
-
-    def real_time(self) -> None:
-        self._set_rate(1.0)
-
-    def now(self) -> datetime:
-        elapsed = (time.monotonic() - self._anchor_real) * self._rate
-        return (self._anchor_virtual + timedelta(seconds=elapsed)).replace(microsecond=0)
-
-
 def _lambda_cost(invocations: int) -> float:
     return invocations * (PRICE_LAMBDA_REQUEST + LAMBDA_GB * LAMBDA_SECONDS * PRICE_LAMBDA_GB_S_ARM)
 
@@ -68,7 +47,7 @@ def _simulate(
     aws: OfflineAws,
     store: SessionStore,
     lifecycle: Lifecycle,
-    virtual_clock: VirtualClock,
+    virtual_clock: ScaledClock,
     active_hours: float,
 ) -> dict[str, Any]:
     """A session used for `active_hours` with activity every 5 minutes, then left idle until it stops."""
@@ -94,7 +73,7 @@ def _simulate(
     )
     sfn = aws.client("stepfunctions")
     api_calls = 1  # POST /sessions
-    virtual_clock.real_time()
+    virtual_clock.set_rate(1.0)
     moto_fixes.SETTINGS.wait_scale = 1.0
     with mock.patch.object(moto_fixes, "invoke_in_process", counting):
         execution = sfn.start_execution(
@@ -107,7 +86,7 @@ def _simulate(
             time.sleep(0.01)
         # The provision step's start timeout is fixed (real time) once it runs; from here on the
         # session's life runs compressed: the workflow's timers and the handlers' clock alike.
-        virtual_clock.accelerate()
+        virtual_clock.set_rate(1 / SCALE)
         moto_fixes.SETTINGS.wait_scale = SCALE
         while (current := store.require(session.session_id)).status is not Status.READY:
             if not current.status.is_live:
@@ -148,7 +127,7 @@ def _simulate(
 
 
 def run() -> dict[str, Any]:
-    virtual_clock = VirtualClock()
+    virtual_clock = ScaledClock()
     with (
         OfflineAws("template.yaml", parameters={"TerminalImageUri": "local/terminal:bench"}) as aws,
         mock.patch.object(clock, "now", virtual_clock.now),
