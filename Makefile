@@ -9,7 +9,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 # `sam build` looks for the Lambda runtime (python3.13) on PATH: the environment's own interpreter.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: local test lint bench clean venv node_modules
+.PHONY: local test test-deployed lint bench clean venv node_modules
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ local: venv node_modules ## run the whole system on this machine
 
 test: venv node_modules ## everything CI checks
 	$(BIN)/pytest
+
+test-deployed: venv ## the first-deploy acceptance check against a real stack: make test-deployed STACK=<name>
+	@test -n "$(STACK)" || { echo "usage: make test-deployed STACK=<stack name> (and CLOUDIDE_TOKEN=<ID token>)"; exit 2; }
+	AWS_SAM_STACK_NAME=$(STACK) $(BIN)/pytest -m deployed tests/deployed
 
 lint: venv ## template, workflow and code checks
 	$(BIN)/cfn-lint template.yaml

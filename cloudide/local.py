@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -28,8 +29,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "terminal tasks and the browser page on this machine. Ctrl-C stops everything.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--api-port", type=int, default=3000, help="REST API port (default: %(default)s)")
-    parser.add_argument("--gateway-port", type=int, default=8080, help="page port (default: %(default)s)")
+    parser.add_argument(
+        "--api-port",
+        type=int,
+        default=int(os.environ.get("CLOUDIDE_API_PORT", "3000")),
+        help="REST API port [$CLOUDIDE_API_PORT] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--gateway-port",
+        type=int,
+        default=int(os.environ.get("CLOUDIDE_GATEWAY_PORT", "8080")),
+        help="page port [$CLOUDIDE_GATEWAY_PORT] (default: %(default)s)",
+    )
     parser.add_argument(
         "--aws-port", type=int, default=0, help="local AWS endpoint port (default: any free port)"
     )
@@ -51,6 +62,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY=VALUE",
         help="a template parameter override, e.g. DefaultIdleTimeoutMinutes=5 (repeatable)",
     )
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="run the control plane's timers this much faster, e.g. 0.05 makes a 1-minute idle timeout "
+        "pass in 3 s (for tests and demos; default: real time)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every component at INFO")
     parser.set_defaults(func=run)
 
@@ -62,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for noisy in ("werkzeug", "botocore", "moto"):
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
+    if not 0 < args.time_scale <= 1:
+        print("cloudide local: --time-scale must be in (0, 1]", file=sys.stderr)
+        return 2
     try:
         parameters = tuple(_parameter(text) for text in args.parameter)
     except ValueError as error:
@@ -75,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         persist=args.persist,
         parameters=parameters,
+        time_scale=args.time_scale,
     )
     try:
         asyncio.run(serve(config))

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from botocore.config import Config
 
@@ -32,6 +33,7 @@ from cloudide.localstack.rest_api import (
     routes_from_template,
 )
 from cloudide.localstack.runner import LocalTaskRunner
+from cloudide.offline.clock import ScaledClock
 from cloudide.offline.stack import DeployedStack, OfflineAws
 from cloudide.transport.gateway import Gateway
 from cloudide.transport.gateway_api import api_connector_factory
@@ -58,6 +60,7 @@ class LocalStackConfig:
     state_dir: Path = Path(".local-state")
     persist: bool = False
     parameters: tuple[tuple[str, str], ...] = ()  # template parameter overrides
+    time_scale: float = 1.0  # < 1 compresses the control plane's time (timeouts, deadlines) for tests
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class LocalStack:
         self.gateway: Gateway | None = None
         self.endpoints: Endpoints | None = None
         self._persistence: Persistence | None = None
+        self._clock_patch: Any = None
 
     @property
     def stack(self) -> DeployedStack:
@@ -128,8 +132,11 @@ class LocalStack:
                 server=True,
                 port=self.config.aws_port or None,
                 exec_session_factory=self._exec_session,
+                wait_scale=self.config.time_scale,
             )
             await loop.run_in_executor(None, self.aws.start)
+        if self.config.time_scale != 1.0:
+            self._compress_time(self.config.time_scale)
         if self.config.persist:
             self._persistence = Persistence(self.aws, self.state_dir / "persist")
             with self._step("restoring persisted workspaces and sessions"):
@@ -189,9 +196,19 @@ class LocalStack:
             await self.peer.stop()
         if self.aws is not None:
             await loop.run_in_executor(None, self.aws.stop)
+        if self._clock_patch is not None:
+            self._clock_patch.stop()
         (self.state_dir / "stack.json").unlink(missing_ok=True)
 
     # -- the parts' glue ---------------------------------------------------------------------------------
+
+    def _compress_time(self, scale: float) -> None:
+        """The handlers' clock runs 1/scale times faster, in step with the workflow's scaled timers."""
+        from sessions import clock
+
+        self._clock_patch = mock.patch.object(clock, "now", ScaledClock(1 / scale).now)
+        self._clock_patch.start()
+        self._say(f"  control-plane time runs {1 / scale:g}x faster (--time-scale {scale:g})")
 
     def _rest_api(self) -> LocalRestApi:
         assert self.aws is not None

@@ -19,14 +19,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from cloudide.transport.client import Connector, ExecCredentials
-from cloudide.transport.gateway import Gateway
+from cloudide.transport.gateway import DEFAULT_NODE_MODULES, Gateway
 from cloudide.transport.gateway_api import ConnectorFactory
 from cloudide.transport.gateway_hub import HubLimits
 from cloudide.transport.peer import LocalPeer
+from tests.support import IN_CI
 
 T = TypeVar("T")
 SHELL = ("bash", "--norc", "--noprofile", "-i")
@@ -296,3 +298,26 @@ class Page:
                     )
             if part:
                 await self.call("Input.insertText", {"text": part})
+
+
+SCREEN_LINES = """(() => {
+  const buffer = term.buffer.active;
+  const lines = [];
+  for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
+  return lines;
+})()"""
+
+
+def require_xterm() -> None:
+    if not (DEFAULT_NODE_MODULES / "@xterm/xterm/lib/xterm.js").is_file():
+        message = "xterm.js is not installed; `make node_modules` (npm ci) installs it"
+        pytest.fail(message) if IN_CI else pytest.skip(message)
+
+
+async def wait_for_line(page: Page, line: str) -> None:
+    await page.wait_for(f"{SCREEN_LINES}.includes({json.dumps(line)})")
+
+
+async def run_in_terminal(page: Page, command: str) -> None:
+    await page.evaluate("term.focus()")
+    await page.type(command + "\r")

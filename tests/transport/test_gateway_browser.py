@@ -2,43 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from cloudide.transport.gateway import DEFAULT_NODE_MODULES
-from tests.support import IN_CI, require_tool
-from tests.transport.browser import Browser, Page, run, running_gateway
+from tests.support import require_tool
+from tests.transport.browser import (
+    SCREEN_LINES,
+    Browser,
+    require_xterm,
+    run,
+    run_in_terminal,
+    running_gateway,
+    wait_for_line,
+)
 
 pytestmark = pytest.mark.browser
-
-SCREEN_LINES = """(() => {
-  const buffer = term.buffer.active;
-  const lines = [];
-  for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
-  return lines;
-})()"""
-
-
-def _require_xterm() -> None:
-    if not (DEFAULT_NODE_MODULES / "@xterm/xterm/lib/xterm.js").is_file():
-        message = "xterm.js is not installed; `make node_modules` (npm ci) installs it"
-        pytest.fail(message) if IN_CI else pytest.skip(message)
-
-
-async def _wait_for_line(page: Page, line: str) -> None:
-    await page.wait_for(f"{SCREEN_LINES}.includes({json.dumps(line)})")
-
-
-async def _run_in_terminal(page: Page, command: str) -> None:
-    await page.evaluate("term.focus()")
-    await page.type(command + "\r")
 
 
 def test_in_chromium_a_user_types_and_a_read_only_viewer_watches_without_typing(tmp_path: Path) -> None:
     chromium = require_tool("chromium", "the gateway's page is tested in a headless browser")
-    _require_xterm()
+    require_xterm()
     marker = tmp_path / "typed-in-the-read-only-page"
 
     async def scenario() -> None:
@@ -48,23 +32,21 @@ def test_in_chromium_a_user_types_and_a_read_only_viewer_watches_without_typing(
             await writer.wait_for("window.gateway && gateway.state === 'open'")
             assert await writer.evaluate("location.hash") == ""  # the token left the address bar
             # When the user types
-            await _run_in_terminal(writer, "echo hel''lo")
+            await run_in_terminal(writer, "echo hel''lo")
             # Then the shell's answer is on the screen
-            await _wait_for_line(writer, "hello")
+            await wait_for_line(writer, "hello")
 
             # Given a read-only viewer of the same session
             reader = await browser.new_page(f"{gateway.url}/#session=s-1&token=t-1&mode=read")
             await reader.wait_for("window.gateway && gateway.state === 'open' && gateway.readOnly")
             assert await reader.evaluate("document.getElementById('mode').hidden") is False
-            await _wait_for_line(reader, "hello")  # replayed on joining
-            await _run_in_terminal(writer, "echo watch-$((6*7))")
-            await _wait_for_line(reader, "watch-42")
+            await wait_for_line(reader, "hello")  # replayed on joining
+            await run_in_terminal(writer, "echo watch-$((6*7))")
+            await wait_for_line(reader, "watch-42")
             # When it types, nothing reaches the shell
-            await _run_in_terminal(reader, f"touch {marker}")
-            await _run_in_terminal(
-                writer, f"test -e {marker} && echo marker-ex''ists || echo marker-ab''sent"
-            )
-            await _wait_for_line(writer, "marker-absent")
+            await run_in_terminal(reader, f"touch {marker}")
+            await run_in_terminal(writer, f"test -e {marker} && echo marker-ex''ists || echo marker-ab''sent")
+            await wait_for_line(writer, "marker-absent")
             assert not any("touch" in line for line in await reader.evaluate(SCREEN_LINES))
 
             # The PTY follows the writer's window (fit addon), and the page shows upstream reconnects
@@ -75,13 +57,13 @@ def test_in_chromium_a_user_types_and_a_read_only_viewer_watches_without_typing(
             )
             await writer.wait_for("term.cols < 90")
             rows, cols = await writer.evaluate("[term.rows, term.cols]")
-            await _run_in_terminal(writer, "stty size")
-            await _wait_for_line(writer, f"{rows} {cols}")
+            await run_in_terminal(writer, "stty size")
+            await wait_for_line(writer, f"{rows} {cols}")
             peer.cut()
             await writer.wait_for("gateway.states.includes('reconnecting') && gateway.state === 'open'")
-            await _run_in_terminal(writer, "echo after-$((3*3))-cut")
-            await _wait_for_line(writer, "after-9-cut")
-            await _wait_for_line(reader, "after-9-cut")
+            await run_in_terminal(writer, "echo after-$((3*3))-cut")
+            await wait_for_line(writer, "after-9-cut")
+            await wait_for_line(reader, "after-9-cut")
 
     run(scenario(), timeout_s=90)
     assert not marker.exists()

@@ -1,0 +1,184 @@
+"""The whole system on one machine, end to end over the REST API and `cloudide attach`.
+
+One `cloudide local` serves every test of this module (starting it costs seconds), with the control
+plane's time compressed 20x so a 1-minute idle timeout passes in 3 s. Each test ends with the same
+check: every task the stack started for it is gone, and its record says why.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.local_stack import ApiError, RunningStack, local_stack, processes_mentioning
+from tests.e2e.scenarios import Shell, first_terminal, ready_session
+from tests.support import require_tool
+from tests.transport.browser import Browser, require_xterm, run, run_in_terminal, wait_for_line
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    require_tool("bwrap", "the local stack's task sandbox")
+    require_tool("tmux", "the terminal's persistent shell")
+    with local_stack(tmp_path_factory.mktemp("local-stack")) as running:
+        yield running
+    assert running.process.returncode == 0, running.output
+    assert running.sandbox_processes() == [], "cloudide local left task processes behind"
+
+
+def assert_task_gone(stack: RunningStack, session: dict[str, Any]) -> None:
+    task_arn = session["taskArn"]
+    assert task_arn not in stack.running_tasks()
+    assert processes_mentioning(task_arn.rsplit("/", 1)[-1]) == [], f"processes of {task_arn} are left"
+
+
+def test_start_connect_work_stop_keeps_the_files(stack: RunningStack) -> None:
+    ended = first_terminal(stack, project="start-to-stop")
+
+    assert_task_gone(stack, ended)
+
+
+def test_the_next_session_of_the_project_finds_the_files(stack: RunningStack) -> None:
+    first = ready_session(stack, projectId="carry-over")
+    shell = Shell(stack, first["sessionId"])
+    try:
+        shell.run("echo kept > kept.txt")
+    finally:
+        shell.close()
+    stack.call("DELETE", f"/sessions/{first['sessionId']}")
+    stack.wait_status(first["sessionId"], "STOPPED")
+
+    second = ready_session(stack, projectId="carry-over")
+    shell = Shell(stack, second["sessionId"])
+    try:
+        assert "kept" in shell.run("cat kept.txt")
+    finally:
+        shell.close()
+    stack.call("DELETE", f"/sessions/{second['sessionId']}")
+    assert_task_gone(stack, stack.wait_status(second["sessionId"], "STOPPED"))
+
+
+def test_an_idle_session_stops_by_itself(stack: RunningStack) -> None:
+    session = ready_session(stack, idleTimeoutMinutes=1)  # 3 s at the stack's time scale
+
+    ended = stack.wait_status(session["sessionId"], "STOPPED", timeout_s=60)
+
+    assert "idle" in ended["statusReason"]
+    assert_task_gone(stack, ended)
+
+
+def test_a_killed_task_ends_the_session_with_the_reason(stack: RunningStack) -> None:
+    session = ready_session(stack)
+    task_id = session["taskArn"].rsplit("/", 1)[-1]
+    for pid in processes_mentioning(task_id):
+        os.kill(pid, signal.SIGKILL)
+
+    ended = stack.wait_status(session["sessionId"], "FAILED", "STOPPED")
+
+    assert "137" in ended["statusReason"] or ended.get("exitCode") == 137, ended
+    assert_task_gone(stack, ended)
+
+
+def test_allocating_past_the_memory_limit_ends_the_session_as_oom(stack: RunningStack) -> None:
+    session = ready_session(stack)  # the small tier: 512 MB
+    shell = Shell(stack, session["sessionId"])
+    try:
+        shell.child.sendline("tail /dev/zero")  # keeps one ever-growing line in memory
+        ended = stack.wait_status(session["sessionId"], "FAILED", "STOPPED", timeout_s=60)
+    finally:
+        shell.close()
+
+    assert "OutOfMemory" in ended["statusReason"], ended
+    assert_task_gone(stack, ended)
+
+
+def test_twenty_concurrent_sessions_all_reach_ready_and_stop(stack: RunningStack) -> None:
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        started = list(pool.map(lambda n: stack.start_session(user=f"crowd-{n}"), range(20)))
+        ready = list(
+            pool.map(
+                lambda s: stack.wait_status(s["sessionId"], "READY", user=s["ownerId"], timeout_s=120),
+                started,
+            )
+        )
+        assert [s["status"] for s in ready] == ["READY"] * 20
+        for session in ready:
+            stack.call("DELETE", f"/sessions/{session['sessionId']}", user=session["ownerId"])
+        ended = list(
+            pool.map(
+                lambda s: stack.wait_status(s["sessionId"], "STOPPED", user=s["ownerId"], timeout_s=120),
+                ready,
+            )
+        )
+
+    for session in ended:
+        assert_task_gone(stack, session)
+
+
+def test_other_users_cannot_see_or_stop_my_session(stack: RunningStack) -> None:
+    session = ready_session(stack)
+    for method, path in (("GET", ""), ("DELETE", ""), ("POST", "/connect")):
+        with pytest.raises(ApiError) as refused:
+            stack.call(
+                method,
+                f"/sessions/{session['sessionId']}{path}",
+                {} if method == "POST" else None,
+                user="eve",
+            )
+        assert refused.value.status == 404
+    stack.call("DELETE", f"/sessions/{session['sessionId']}")
+    assert_task_gone(stack, stack.wait_status(session["sessionId"], "STOPPED"))
+
+
+def test_the_stack_refuses_requests_without_a_local_token(stack: RunningStack) -> None:
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(stack.api + "/sessions", timeout=10)
+    assert refused.value.code == 401
+
+
+@pytest.mark.browser
+def test_in_chromium_start_type_stop_from_the_page(stack: RunningStack) -> None:
+    chromium = require_tool("chromium", "the page is tested in a headless browser")
+    require_xterm()
+    before = {s["sessionId"] for s in stack.call("GET", "/sessions")["sessions"]}
+
+    async def scenario() -> str:
+        async with Browser(chromium) as browser:
+            # Given the page the local stack prints, with my local token
+            page = await browser.new_page(f"{stack.gateway}/#token=local:me")
+            await page.wait_for("!document.getElementById('sessions').hidden")
+            # When I start a session and it shows its progress up to READY
+            await page.evaluate(
+                "document.querySelector('#start input[name=project]').value = 'from-the-page'"
+            )
+            await page.evaluate("document.querySelector('#start button').click()")
+            session_id = await page.wait_for(
+                "document.getElementById('message').textContent.split('started ')[1]"
+            )
+            row = f"document.querySelector('#session-rows tr[data-session-id=\"{session_id}\"]')"
+            await page.wait_for(f"{row} && {row}.dataset.status === 'READY'", timeout_s=60)
+            # And I open its terminal and type
+            await page.evaluate(f"{row}.querySelector('button.open').click()")
+            await page.wait_for("window.gateway && gateway.state === 'open'", timeout_s=30)
+            await run_in_terminal(page, "echo hello > note.txt && cat note.txt")
+            await wait_for_line(page, "hello")
+            # Then stopping it from the list ends it
+            await page.evaluate("document.getElementById('back').click()")
+            await page.wait_for(f"{row} && {row}.querySelector('button.stop')", timeout_s=30)
+            await page.evaluate(f"{row}.querySelector('button.stop').click()")
+            await page.wait_for(f"{row} && {row}.dataset.status === 'STOPPED'", timeout_s=60)
+            return str(session_id)
+
+    session_id = run(scenario(), timeout_s=150)
+
+    assert session_id not in before
+    ended = stack.session(session_id)
+    assert stack.workspace_object(ended, "note.txt") == b"hello\n"
+    assert_task_gone(stack, ended)
