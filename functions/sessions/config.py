@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
-from sessions.policy import AccessPolicy, Baseline
+from sessions.policy import AccessPolicy, Limits
 from sessions.tiers import TIERS
 
 
@@ -82,13 +82,13 @@ class Settings(BaseModel):
             raise ValueError("IDLE_TIMEOUT_DEFAULT_MINUTES must lie within the MIN/MAX bounds")
         return self
 
-    def baseline(self) -> Baseline:
-        return Baseline(
+    def baseline(self) -> Limits:
+        """The limits of the deployment's parameters: what access-policy rules fall back to."""
+        return Limits(
             images=frozenset(self.images),
             tiers=frozenset(self.allowed_tiers),
             max_sessions=self.sessions_per_user,
             idle_min_minutes=self.idle_timeout_min_minutes,
             idle_max_minutes=self.idle_timeout_max_minutes,
-            idle_default_minutes=self.idle_timeout_default_minutes,
             max_lifetime_hours=self.max_lifetime_hours,
         )

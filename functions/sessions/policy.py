@@ -62,30 +62,24 @@ class Rule(BaseModel):
 
 
 @dataclass(frozen=True)
-class Baseline:
-    """The deployment-wide values a rule's missing fields fall back to."""
-
-    images: frozenset[str]
-    tiers: frozenset[str]
-    max_sessions: int
-    idle_min_minutes: int
-    idle_max_minutes: int
-    idle_default_minutes: int
-    max_lifetime_hours: float
-
-
-@dataclass(frozen=True)
 class Limits:
-    """What one caller may do; `granted_by` names the rules that apply, for the error messages."""
+    """What a caller may do. The deployment's settings are one too: the values rules fall back to."""
 
     images: frozenset[str]
     tiers: frozenset[str]
     max_sessions: int
     idle_min_minutes: int
     idle_max_minutes: int
-    idle_default_minutes: int
-    max_lifetime_seconds: int
-    granted_by: str
+    max_lifetime_hours: float
+    granted_by: str = "the deployment's settings"  # named in error messages
+
+    @property
+    def max_lifetime_seconds(self) -> int:
+        return int(self.max_lifetime_hours * 3600)
+
+    def idle_minutes(self, preferred: int) -> int:
+        """The deployment's default idle timeout, moved into these bounds."""
+        return min(max(preferred, self.idle_min_minutes), self.idle_max_minutes)
 
 
 class AccessPolicy(BaseModel):
@@ -101,37 +95,32 @@ class AccessPolicy(BaseModel):
             return json.loads(value) if value.strip() else {}
         return value
 
-    def limits_for(self, groups: Iterable[str], baseline: Baseline) -> Limits:
+    def limits_for(self, groups: Iterable[str], baseline: Limits) -> Limits:
         matched = sorted(set(groups) & set(self.groups))
-        rules = [self.groups[name] for name in matched] or [self.default]
-        resolved = [_resolve(rule, baseline) for rule in rules]
-        idle_min = min(r.idle_min_minutes for r in resolved)
-        idle_max = max(r.idle_max_minutes for r in resolved)
+        resolved = [_resolve(self.groups[name], baseline) for name in matched] or [
+            _resolve(self.default, baseline)
+        ]
         return Limits(
             images=frozenset().union(*(r.images for r in resolved)),
             tiers=frozenset().union(*(r.tiers for r in resolved)),
             max_sessions=max(r.max_sessions for r in resolved),
-            idle_min_minutes=idle_min,
-            idle_max_minutes=idle_max,
-            idle_default_minutes=min(max(baseline.idle_default_minutes, idle_min), idle_max),
-            max_lifetime_seconds=max(r.max_lifetime_seconds for r in resolved),
+            idle_min_minutes=min(r.idle_min_minutes for r in resolved),
+            idle_max_minutes=max(r.idle_max_minutes for r in resolved),
+            max_lifetime_hours=max(r.max_lifetime_hours for r in resolved),
             granted_by=", ".join(f"group {name!r}" for name in matched) or "the default rule",
         )
 
 
-def _resolve(rule: Rule, baseline: Baseline) -> Limits:
+def _resolve(rule: Rule, baseline: Limits) -> Limits:
     images = baseline.images if rule.images is None or ALL_IMAGES in rule.images else frozenset(rule.images)
     idle = rule.idleTimeoutMinutes
-    hours = rule.maxLifetimeHours if rule.maxLifetimeHours is not None else baseline.max_lifetime_hours
     return Limits(
         images=images & baseline.images,
         tiers=frozenset(rule.tiers) if rule.tiers is not None else baseline.tiers,
         max_sessions=rule.maxSessions if rule.maxSessions is not None else baseline.max_sessions,
         idle_min_minutes=idle.min if idle else baseline.idle_min_minutes,
         idle_max_minutes=idle.max if idle else baseline.idle_max_minutes,
-        idle_default_minutes=baseline.idle_default_minutes,
-        max_lifetime_seconds=int(hours * 3600),
-        granted_by="",
+        max_lifetime_hours=rule.maxLifetimeHours or baseline.max_lifetime_hours,
     )
 
 

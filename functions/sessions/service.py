@@ -53,7 +53,9 @@ class SessionService:
         tier = request.tier or settings.default_tier
         if tier not in TIERS:
             raise InvalidRequest(f"tier {tier!r} is not a tier; choose one of {sorted(TIERS)}", field="tier")
-        idle_minutes = request.idleTimeoutMinutes or limits.idle_default_minutes
+        idle_minutes = request.idleTimeoutMinutes or limits.idle_minutes(
+            settings.idle_timeout_default_minutes
+        )
         _check_allowed(limits, image=image, tier=tier, idle_minutes=idle_minutes)
 
         live = self._store.list_by_owner(owner_id, live_only=True)

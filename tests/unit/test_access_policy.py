@@ -6,15 +6,14 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 from sessions.config import Settings
-from sessions.policy import AccessPolicy, Baseline, groups_from_claims
+from sessions.policy import AccessPolicy, Limits, groups_from_claims
 
-BASELINE = Baseline(
+BASELINE = Limits(
     images=frozenset({"base", "python", "node"}),
     tiers=frozenset({"small", "medium"}),
     max_sessions=3,
     idle_min_minutes=5,
     idle_max_minutes=240,
-    idle_default_minutes=30,
     max_lifetime_hours=12,
 )
 
@@ -41,14 +40,14 @@ def test_groups_combine_to_the_most_generous_value_of_each_field() -> None:
     assert limits.images == {"base", "node"}  # "ruby" is not deployed: nobody can start it
     assert limits.tiers == {"small", "medium"}  # b leaves tiers to the deployment
     assert (limits.max_sessions, limits.idle_min_minutes, limits.idle_max_minutes) == (4, 10, 60)
-    assert limits.idle_default_minutes == 30
+    assert limits.idle_minutes(30) == 30
     assert limits.granted_by == "group 'a', group 'b'"
 
 
 def test_the_default_idle_timeout_is_moved_into_a_groups_bounds() -> None:
     policy = AccessPolicy.model_validate({"default": {"idleTimeoutMinutes": {"min": 60, "max": 90}}})
 
-    assert policy.limits_for(set(), BASELINE).idle_default_minutes == 60
+    assert policy.limits_for(set(), BASELINE).idle_minutes(30) == 60
 
 
 @pytest.mark.parametrize(
