@@ -17,13 +17,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from boto3.dynamodb.conditions import Attr
 from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
 from sessions.ecs_tasks import EcsTasks
 from sessions.lifecycle import Lifecycle
 from sessions.record import Session
-from sessions.store import LIVE_MARK, RecordNotFound, SessionStore
+from sessions.store import RecordNotFound, SessionStore
 
 from cloudide.deployment import OperatorError, Target, add_target_arguments, target_from
 
@@ -41,7 +40,7 @@ class Operations:
         self.cluster = target.output("ClusterName")
         table_name = target.output("SessionsTableName")
         table = target.session.resource("dynamodb", endpoint_url=target.endpoint_url).Table(table_name)
-        self._table, self._table_name = table, table_name
+        self._table_name = table_name
         self.store = SessionStore(table_name, table=table)
         self._ecs = target.client("ecs")
         self._logs = target.client("logs")
@@ -49,15 +48,7 @@ class Operations:
     def sessions(self, *, owner: str | None = None, include_ended: bool = False) -> list[Session]:
         if owner:
             return self.store.list_by_owner(owner, live_only=not include_ended)
-        scan: dict[str, Any] = {} if include_ended else {"FilterExpression": Attr(LIVE_MARK).exists()}
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self._table.scan(**scan)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return sorted((Session.from_item(item) for item in items), key=lambda s: s.created_at, reverse=True)
+        return self.store.list_all(live_only=not include_ended)
 
     def session(self, session_id: str) -> Session:
         try:

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         builder=args.builder,
         use_container=args.use_container,
         config_env=args.config_env,
+        config_overrides=_samconfig_overrides(args.config_env),
         overrides=_key_values(args.parameter, "--parameter"),
         until=args.until,
     )
@@ -89,6 +90,7 @@ class Options:
     builder: str | None
     use_container: bool
     config_env: str
+    config_overrides: dict[str, str]  # samconfig.toml's, which a command-line override would replace
     overrides: dict[str, str]
     until: str
 
@@ -212,7 +214,7 @@ class Setup:
     def _deploy(self, toolchain: Toolchain, image_uris: dict[str, str]) -> None:
         options, target = self._options, self._target
         parameters = (
-            _samconfig_overrides(options.config_env)
+            options.config_overrides
             | {
                 "TaskArchitecture": PLATFORMS[options.architecture][1],
                 "UseFargateSpot": str(options.spot).lower(),

@@ -270,3 +270,18 @@ def test_the_installed_command_prints_no_traceback(toolbox: Toolbox, tmp_path: P
         result.stderr.startswith("cloudide setup: missing prerequisites:")
         and "Traceback" not in result.stderr
     )
+
+
+def test_the_samconfig_environment_supplies_its_own_parameters(
+    aws: OfflineAws, toolbox: Toolbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toolbox.standard()
+
+    code, out, _ = setup(capsys, "--dry-run", "--config-env", "prod", "--parameter", "SessionsPerUser=1")
+
+    deploy = next(line for line in out.splitlines() if "sam deploy --config-env prod" in line)
+    assert code == 0
+    assert "Stage=prod" in deploy and "LogRetentionDays=365" in deploy
+    assert "SessionsPerUser=1" in deploy and "SessionsPerUser=3" not in deploy  # --parameter wins
+    code, _, err = setup(capsys, "--dry-run", "--config-env", "staging")
+    assert code == 2 and "samconfig.toml has no environment 'staging'" in err
