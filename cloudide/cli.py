@@ -7,9 +7,17 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from cloudide.deployment import OperatorError
+
 # Sub-command modules; each exposes ``register(subparsers)`` which adds its parser and sets
 # ``func`` (a callable taking the parsed namespace and returning an exit code).
-COMMAND_MODULES: tuple[str, ...] = ("cloudide.attach", "cloudide.local", "cloudide.transport.gateway")
+COMMAND_MODULES: tuple[str, ...] = (
+    "cloudide.attach",
+    "cloudide.local",
+    "cloudide.transport.gateway",
+    "cloudide.setup",
+    "cloudide.operate",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except OperatorError as error:
+        # A problem the operator can fix: the message says how; a traceback would only bury it.
+        print(f"cloudide {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

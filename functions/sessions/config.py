@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
+from sessions.policy import AccessPolicy, Limits
 from sessions.tiers import TIERS
 
 
@@ -59,6 +60,10 @@ class Settings(BaseModel):
     # How long the watch step polls DescribeTasks for the exec agent before handing back to the
     # workflow's Retry (each retry is a billed state transition; a short poll saves most of them).
     agent_poll_seconds: float = Field(6.0, ge=0, validation_alias="AGENT_POLL_SECONDS")
+    # Per-group limits (sessions/policy.py); a field a rule leaves out takes the values above.
+    access_policy: Annotated[AccessPolicy, BeforeValidator(AccessPolicy.parse)] = Field(
+        default_factory=AccessPolicy, validation_alias="ACCESS_POLICY"
+    )
 
     model_config = {"populate_by_name": True}
 
@@ -76,3 +81,14 @@ class Settings(BaseModel):
         ):
             raise ValueError("IDLE_TIMEOUT_DEFAULT_MINUTES must lie within the MIN/MAX bounds")
         return self
+
+    def baseline(self) -> Limits:
+        """The limits of the deployment's parameters: what access-policy rules fall back to."""
+        return Limits(
+            images=frozenset(self.images),
+            tiers=frozenset(self.allowed_tiers),
+            max_sessions=self.sessions_per_user,
+            idle_min_minutes=self.idle_timeout_min_minutes,
+            idle_max_minutes=self.idle_timeout_max_minutes,
+            max_lifetime_hours=self.max_lifetime_hours,
+        )

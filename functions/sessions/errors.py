@@ -30,6 +30,12 @@ class Unauthorized(ApiError):
     status, code = HTTPStatus.UNAUTHORIZED, "Unauthorized"
 
 
+class Forbidden(ApiError):
+    """The request is well formed but the caller's access policy does not allow it."""
+
+    status, code = HTTPStatus.FORBIDDEN, "Forbidden"
+
+
 class NotFound(ApiError):
     status, code = HTTPStatus.NOT_FOUND, "NotFound"
 

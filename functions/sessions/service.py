@@ -11,8 +11,9 @@ import boto3
 from sessions.api_models import StartSessionRequest
 from sessions.config import Settings
 from sessions.ecs_tasks import EcsTasks
-from sessions.errors import Conflict, InvalidRequest, NotFound, QuotaExceeded, Unavailable
+from sessions.errors import Conflict, Forbidden, InvalidRequest, NotFound, QuotaExceeded, Unavailable
 from sessions.lifecycle import Lifecycle
+from sessions.policy import Limits
 from sessions.record import Session, Status
 from sessions.store import RecordNotFound, SessionStore, TransitionRejected
 from sessions.tiers import TIERS
@@ -37,29 +38,32 @@ class SessionService:
         self._tasks = tasks
         self._sfn = sfn or boto3.client("stepfunctions")
 
-    def start(self, owner_id: str, request: StartSessionRequest) -> Session:
+    def start(
+        self, owner_id: str, request: StartSessionRequest, *, groups: frozenset[str] = frozenset()
+    ) -> Session:
+        """Unknown images and tiers are 400; what the caller's groups do not allow is 403; over a
+        limit is 429. Each message names the field and what would be accepted."""
         settings = self._settings
+        limits = settings.access_policy.limits_for(groups, settings.baseline())
         image = request.image or settings.default_image
         if image not in settings.images:
             raise InvalidRequest(
                 f"image {image!r} is not offered; choose one of {sorted(settings.images)}", field="image"
             )
         tier = request.tier or settings.default_tier
-        if tier not in settings.allowed_tiers or tier not in TIERS:
-            raise InvalidRequest(
-                f"tier {tier!r} is not offered; choose one of {settings.allowed_tiers}", field="tier"
-            )
-        idle_minutes = request.idleTimeoutMinutes or settings.idle_timeout_default_minutes
-        low, high = settings.idle_timeout_min_minutes, settings.idle_timeout_max_minutes
-        if not low <= idle_minutes <= high:
-            raise InvalidRequest(
-                f"idleTimeoutMinutes must be between {low} and {high}", field="idleTimeoutMinutes"
-            )
+        if tier not in TIERS:
+            raise InvalidRequest(f"tier {tier!r} is not a tier; choose one of {sorted(TIERS)}", field="tier")
+        idle_minutes = request.idleTimeoutMinutes or limits.idle_minutes(
+            settings.idle_timeout_default_minutes
+        )
+        _check_allowed(limits, image=image, tier=tier, idle_minutes=idle_minutes)
 
         live = self._store.list_by_owner(owner_id, live_only=True)
-        if len(live) >= settings.sessions_per_user:
+        if len(live) >= limits.max_sessions:
             raise QuotaExceeded(
-                f"you have {len(live)} live sessions, the limit is {settings.sessions_per_user}; stop one first"
+                f"you have {len(live)} live sessions and maxSessions is {limits.max_sessions} "
+                f"({limits.granted_by}); stop one first",
+                field="maxSessions",
             )
         if self._store.count_live() >= settings.global_session_cap:
             raise QuotaExceeded("the service is at its session capacity; try again later")
@@ -70,7 +74,7 @@ class SessionService:
             image=image,
             tier=tier,
             idle_timeout_seconds=idle_minutes * 60,
-            max_lifetime_seconds=int(settings.max_lifetime_hours * 3600),
+            max_lifetime_seconds=limits.max_lifetime_seconds,
             retention_days=settings.retention_days,
         )
         self._store.create(session)
@@ -130,3 +134,24 @@ class SessionService:
         except (RecordNotFound, TransitionRejected):
             pass
         return channel
+
+
+def _check_allowed(limits: Limits, *, image: str, tier: str, idle_minutes: int) -> None:
+    if limits.max_sessions == 0:
+        raise Forbidden(f"maxSessions is 0 for you ({limits.granted_by}): you may not start sessions")
+    if image not in limits.images:
+        raise Forbidden(
+            f"image {image!r} is not allowed for you ({limits.granted_by}); allowed: {sorted(limits.images)}",
+            field="image",
+        )
+    if tier not in limits.tiers:
+        raise Forbidden(
+            f"tier {tier!r} is not allowed for you ({limits.granted_by}); allowed: {sorted(limits.tiers)}",
+            field="tier",
+        )
+    low, high = limits.idle_min_minutes, limits.idle_max_minutes
+    if not low <= idle_minutes <= high:
+        raise Forbidden(
+            f"idleTimeoutMinutes must be between {low} and {high} for you ({limits.granted_by})",
+            field="idleTimeoutMinutes",
+        )

@@ -65,15 +65,12 @@ class SessionStore:
         }
         if live_only:
             query["FilterExpression"] = Attr(LIVE_MARK).exists()
-        items: list[dict[str, Any]] = []
-        while True:
-            page = self._table.query(**query)
-            items.extend(page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                break
-            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        sessions = [Session.from_item(item) for item in items]
-        return sorted(sessions, key=lambda s: s.created_at, reverse=True)
+        return _newest_first(_all_pages(self._table.query, query))
+
+    def list_all(self, *, live_only: bool = True) -> list[Session]:
+        """Every user's sessions, for operators: a table scan, never on a request path."""
+        scan: dict[str, Any] = {"FilterExpression": Attr(LIVE_MARK).exists()} if live_only else {}
+        return _newest_first(_all_pages(self._table.scan, scan))
 
     def count_live(self) -> int:
         """Live sessions across all users (eventually consistent: a cap, not an exact ledger)."""
@@ -221,3 +218,18 @@ class SessionStore:
             condition=Attr("status").is_in([s.value for s in while_status]),
             reject_message="session is no longer in a status that allows this",
         )
+
+
+def _all_pages(call: Any, request: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every item of a paginated Query or Scan."""
+    items: list[dict[str, Any]] = []
+    while True:
+        page = call(**request)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        request = request | {"ExclusiveStartKey": page["LastEvaluatedKey"]}
+
+
+def _newest_first(items: list[dict[str, Any]]) -> list[Session]:
+    return sorted((Session.from_item(item) for item in items), key=lambda s: s.created_at, reverse=True)

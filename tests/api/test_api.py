@@ -375,12 +375,12 @@ BAD_STARTS = [
     pytest.param("{not json", 400, "body", id="invalid-json"),
     pytest.param({"projectId": "p", "image": "windows"}, 400, "image", id="unknown-image"),
     pytest.param({"projectId": "p", "tier": "gigantic"}, 400, "tier", id="unknown-tier"),
-    pytest.param({"projectId": "p", "tier": "xlarge"}, 400, "tier", id="tier-not-offered-here"),
+    pytest.param({"projectId": "p", "tier": "xlarge"}, 403, "tier", id="tier-not-offered-here"),
     pytest.param(
-        {"projectId": "p", "idleTimeoutMinutes": 4}, 400, "idleTimeoutMinutes", id="minutes-below-min"
+        {"projectId": "p", "idleTimeoutMinutes": 4}, 403, "idleTimeoutMinutes", id="minutes-below-min"
     ),
     pytest.param(
-        {"projectId": "p", "idleTimeoutMinutes": 241}, 400, "idleTimeoutMinutes", id="minutes-above-max"
+        {"projectId": "p", "idleTimeoutMinutes": 241}, 403, "idleTimeoutMinutes", id="minutes-above-max"
     ),
     pytest.param(
         {"projectId": "p", "idleTimeoutMinutes": 10**9}, 422, "idleTimeoutMinutes", id="minutes-huge"

@@ -44,6 +44,7 @@ from sessions.errors import (
     UnsupportedMediaType,
 )
 from sessions.observability import logger, metrics, tracer
+from sessions.policy import groups_from_claims
 from sessions.wiring import components
 
 # API Gateway accepts 10 MB; no valid request here is more than a few hundred bytes.
@@ -59,6 +60,7 @@ ERRORS: dict[int, OpenAPIResponse] = {
     for code, text in (
         (400, "Invalid request"),
         (401, "Missing or invalid token"),
+        (403, "Not allowed by the caller's access policy (the field says what)"),
         (404, "No such session (or not yours)"),
         (409, "The session is not in a status that allows this"),
         (413, "Body too large"),
@@ -77,6 +79,10 @@ def _owner() -> str:
         # API Gateway's authorizer rejects such calls first; this is the guard for misconfiguration.
         raise Unauthorized("the request carries no authenticated user")
     return str(owner)
+
+
+def _groups() -> frozenset[str]:
+    return groups_from_claims(app.current_event.request_context.authorizer.claims or {})
 
 
 def _error(status: int, body: dict[str, Any]) -> Response:
@@ -139,9 +145,10 @@ def start_session(
 ) -> Response[SessionView]:
     owner = _owner()
     if idempotency_key:
-        view = _start_once(start={"ownerId": owner, "key": idempotency_key, "body": request.model_dump()})
+        start = {"ownerId": owner, "groups": sorted(_groups()), "key": idempotency_key}
+        view = _start_once(start=start | {"body": request.model_dump()})
     else:
-        view = components().service.start(owner, request).public()
+        view = components().service.start(owner, request, groups=_groups()).public()
     return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(view))
 
 
@@ -161,7 +168,8 @@ def _start_once(start: dict[str, Any]) -> dict[str, Any]:
     @idempotent_function(data_keyword_argument="start", persistence_store=store, config=config)
     def start_once(start: dict[str, Any]) -> dict[str, Any]:
         request = StartSessionRequest.model_validate(start["body"])
-        return components().service.start(start["ownerId"], request).public()
+        groups = frozenset(start["groups"])
+        return components().service.start(start["ownerId"], request, groups=groups).public()
 
     return start_once(start=start)
 
