@@ -55,6 +55,8 @@ class Settings(BaseModel):
     max_lifetime_hours: float = Field(12, gt=0, validation_alias="MAX_LIFETIME_HOURS")
     sessions_per_user: int = Field(3, ge=1, validation_alias="SESSIONS_PER_USER")
     global_session_cap: int = Field(500, ge=1, validation_alias="GLOBAL_SESSION_CAP")
+    # Members of this Cognito group may list and stop every user's sessions, and do nothing more.
+    admin_group: str = Field("cloudide-admins", validation_alias="ADMIN_GROUP")
     retention_days: int = Field(30, ge=1, validation_alias="RETENTION_DAYS")
     # How long the watch step polls DescribeTasks for the exec agent before handing back to the
     # workflow's Retry (each retry is a billed state transition; a short poll saves most of them).

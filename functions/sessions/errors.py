@@ -30,6 +30,10 @@ class Unauthorized(ApiError):
     status, code = HTTPStatus.UNAUTHORIZED, "Unauthorized"
 
 
+class Forbidden(ApiError):
+    status, code = HTTPStatus.FORBIDDEN, "Forbidden"
+
+
 class NotFound(ApiError):
     status, code = HTTPStatus.NOT_FOUND, "NotFound"
 

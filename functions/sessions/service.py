@@ -93,6 +93,10 @@ class SessionService:
     def list(self, owner_id: str) -> list[Session]:
         return self._store.list_by_owner(owner_id)
 
+    def list_all(self) -> list[Session]:
+        """Admins only (the handler checks the group): every user's sessions."""
+        return self._store.list_all()
+
     def get(self, owner_id: str, session_id: str) -> Session:
         try:
             return self._store.get_owned(session_id, owner_id)
@@ -115,6 +119,15 @@ class SessionService:
         if not session.status.is_live:
             return session
         return self._lifecycle.request_stop(session_id, requested_by)
+
+    def stop_any(self, session_id: str, *, admin_id: str) -> Session:
+        """Admins only (the handler checks the group): stop whoever's session this is, idempotently."""
+        session = self._store.get(session_id)
+        if session is None:
+            raise NotFound(f"no session {session_id}", field="sessionId")
+        if not session.status.is_live:
+            return session
+        return self._lifecycle.request_stop(session_id, f"admin {admin_id}")
 
     def connect(self, owner_id: str, session_id: str, *, read_only: bool = False) -> dict[str, str]:
         session = self.get(owner_id, session_id)

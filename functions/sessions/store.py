@@ -75,6 +75,18 @@ class SessionStore:
         sessions = [Session.from_item(item) for item in items]
         return sorted(sessions, key=lambda s: s.created_at, reverse=True)
 
+    def list_all(self) -> list[Session]:
+        """Every user's sessions, newest first: the operators' view (a scan, for an admin-only route)."""
+        items: list[dict[str, Any]] = []
+        scan: dict[str, Any] = {}
+        while True:
+            page = self._table.scan(**scan)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted((Session.from_item(item) for item in items), key=lambda s: s.created_at, reverse=True)
+
     def count_live(self) -> int:
         """Live sessions across all users (eventually consistent: a cap, not an exact ledger)."""
         query: dict[str, Any] = {

@@ -1,5 +1,7 @@
 """REST API: thin routes over SessionService. The owner is always the authorizer's `sub` claim, so a
-caller can only ever address their own sessions; anyone else's look exactly like missing ones (404)."""
+caller can only ever address their own sessions; anyone else's look exactly like missing ones (404).
+Members of the admin group (ADMIN_GROUP) may also list everyone's sessions and stop any of them, and
+nothing else: no reading, connecting to or reporting activity on sessions that are not theirs."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.idempotency import (
@@ -38,11 +40,12 @@ from sessions.api_models import (
 from sessions.errors import (
     ApiError,
     Conflict,
+    Forbidden,
     InvalidRequest,
     NotFound,
-    Unauthorized,
     UnsupportedMediaType,
 )
+from sessions.identity import Caller
 from sessions.observability import logger, metrics, tracer
 from sessions.wiring import components
 
@@ -59,6 +62,7 @@ ERRORS: dict[int, OpenAPIResponse] = {
     for code, text in (
         (400, "Invalid request"),
         (401, "Missing or invalid token"),
+        (403, "Only the admin group may do this"),
         (404, "No such session (or not yours)"),
         (409, "The session is not in a status that allows this"),
         (413, "Body too large"),
@@ -70,13 +74,16 @@ ERRORS: dict[int, OpenAPIResponse] = {
 }
 
 
+def _caller() -> Caller:
+    return Caller.from_claims(app.current_event.request_context.authorizer.claims)
+
+
 def _owner() -> str:
-    claims = app.current_event.request_context.authorizer.claims or {}
-    owner = claims.get("sub")
-    if not owner:
-        # API Gateway's authorizer rejects such calls first; this is the guard for misconfiguration.
-        raise Unauthorized("the request carries no authenticated user")
-    return str(owner)
+    return _caller().user_id
+
+
+def _is_admin(caller: Caller) -> bool:
+    return caller.in_group(components().settings.admin_group)
 
 
 def _error(status: int, body: dict[str, Any]) -> Response:
@@ -167,8 +174,16 @@ def _start_once(start: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.get("/sessions", responses={200: {"description": "The caller's sessions, newest first"}, **ERRORS})
-def list_sessions() -> SessionList:
-    sessions = components().service.list(_owner())
+def list_sessions(
+    all_users: Annotated[
+        bool, Query(alias="all", description="Every user's sessions (admin group only, else 403)")
+    ] = False,
+) -> SessionList:
+    caller = _caller()
+    if all_users and not _is_admin(caller):
+        raise Forbidden("listing every user's sessions needs the admin group", field="all")
+    service = components().service
+    sessions = service.list_all() if all_users else service.list(caller.user_id)
     return SessionList(sessions=[SessionView.model_validate(s.public()) for s in sessions])
 
 
@@ -185,9 +200,16 @@ def report_activity(session_id: SessionId) -> Response[SessionView]:
     )
 
 
-@app.delete("/sessions/<session_id>", responses={202: {"description": "Stop requested"}, **ERRORS})
+@app.delete(
+    "/sessions/<session_id>",
+    responses={202: {"description": "Stop requested (admins may stop anyone's session)"}, **ERRORS},
+)
 def stop_session(session_id: SessionId) -> Response[SessionView]:
-    session = components().service.stop(_owner(), session_id)
+    caller, service = _caller(), components().service
+    if _is_admin(caller):
+        session = service.stop_any(session_id, admin_id=caller.user_id)
+    else:
+        session = service.stop(caller.user_id, session_id)
     return Response(
         HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(session.public())
     )
