@@ -920,6 +920,24 @@ def fix_cfn_unsupported_types() -> None:
 
 # --------------------------------------------------------------------------------------------------
 
+
+def fix_presigned_access_key() -> None:
+    """moto reads the caller's access key from the Authorization header or a SigV2 query only; a SigV4
+    presigned URL (a presigned sts:GetCallerIdentity proves who signed it) carries it in
+    `X-Amz-Credential=<key>/<date>/<region>/<service>/aws4_request`, as AWS reads it."""
+    from moto.core.responses import BaseResponse
+
+    original = BaseResponse.get_access_key
+
+    def get_access_key(self: Any) -> str:
+        credential = (self.querystring.get("X-Amz-Credential") or [""])[0]
+        if "Authorization" not in self.headers and credential:
+            return str(credential).split("/", 1)[0]
+        return str(original(self))
+
+    BaseResponse.get_access_key = get_access_key  # type: ignore[method-assign]
+
+
 CORRECTIONS: tuple[Callable[[], None], ...] = (
     fix_service_integration_casing,
     fix_sdk_error_names,
@@ -936,6 +954,7 @@ CORRECTIONS: tuple[Callable[[], None], ...] = (
     fix_cfn_state_machine,
     fix_cfn_rest_api,
     fix_cfn_unsupported_types,
+    fix_presigned_access_key,
 )
 
 

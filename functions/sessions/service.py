@@ -90,12 +90,12 @@ class SessionService:
             session.session_id, {"executionArn": execution["executionArn"]}, while_status=tuple(Status)
         )
 
-    def list(self, owner_id: str) -> list[Session]:
-        return self._store.list_by_owner(owner_id)
-
     def list_all(self) -> list[Session]:
         """Admins only (the handler checks the group): every user's sessions."""
         return self._store.list_all()
+
+    def list(self, owner_id: str) -> list[Session]:
+        return self._store.list_by_owner(owner_id)
 
     def get(self, owner_id: str, session_id: str) -> Session:
         try:
