@@ -51,19 +51,23 @@ class CredentialVendor:
         }
 
 
-def vended_session(
-    function_name: str, *, task_session: boto3.Session | None = None
-) -> tuple[boto3.Session, str]:
-    """A boto3 session on vended, self-refreshing credentials, and the prefix they are scoped to."""
-    base = task_session or boto3.Session()
-    vendor = CredentialVendor(
-        function_name, lambda_client=base.client("lambda"), sts_client=base.client("sts")
-    )
+def refreshing_session(vendor: CredentialVendor, region: str | None) -> boto3.Session:
+    """A boto3 session on the vendor's credentials, fetched now and again before each expiry."""
     credentials = RefreshableCredentials.create_from_metadata(
         metadata=vendor.fetch(), refresh_using=vendor.fetch, method="cloudide-workspace-vending"
     )
     core = botocore.session.get_session()
     # botocore has no public setter for refreshable credentials; this is how its own providers install them.
     core._credentials = credentials  # type: ignore[attr-defined]
-    assert vendor.prefix is not None
-    return boto3.Session(botocore_session=core, region_name=base.region_name), vendor.prefix
+    return boto3.Session(botocore_session=core, region_name=region)
+
+
+def vended_session(function_name: str) -> tuple[boto3.Session, str]:
+    """A session on vended credentials (the task role's own prove who asks), and their prefix."""
+    task = boto3.Session()
+    vendor = CredentialVendor(
+        function_name, lambda_client=task.client("lambda"), sts_client=task.client("sts")
+    )
+    session = refreshing_session(vendor, task.region_name)
+    assert vendor.prefix is not None  # fetch() succeeded, so it recorded the prefix
+    return session, vendor.prefix
