@@ -109,7 +109,7 @@ class SyncConfig:
             use_default_ignores=env.get("SYNC_DEFAULT_IGNORES", "1").strip() not in {"0", "false", "no"},
             extra_ignores=tuple(p.strip() for p in env.get("SYNC_IGNORE", "").split(",") if p.strip()),
             health_max_age_seconds=number("SYNC_HEALTH_MAX_AGE_SECONDS", 30.0, 1.0),
-            credentials_function=env.get("WORKSPACE_CREDENTIALS_FUNCTION", "").strip(),
+            credentials_function=env.get("WORKSPACE_ACCESS_FUNCTION", "").strip(),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
