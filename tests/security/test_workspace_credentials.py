@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 from moto.core.authorization import enable_iam_authentication
 from sessions import clock, wiring
@@ -27,10 +29,12 @@ from sessions.handlers import workspace_credentials
 from sessions.record import Session, Status
 from sessions.store import SessionStore
 from sessions.workspace_access import session_policy
+from workspace_sync import entrypoint
 from workspace_sync.credentials import CredentialVendor, VendingError, refreshing_session
 
 from cloudide.offline import moto_fixes
 from tests.api import cfn
+from tests.image.conftest import InProcessAgent
 from tests.security.policy_eval import allows_all
 
 REGION = "us-east-1"
@@ -372,3 +376,48 @@ def test_credentials_are_fetched_again_before_they_expire(world: World) -> None:
     current = session.get_credentials().get_frozen_credentials()  # what the next S3 call would sign with
 
     assert len(fetches) == 2 and current.access_key == fetches[1] != fetches[0]
+
+
+def test_the_sync_agent_works_on_vended_credentials_and_leaves_them_nowhere(
+    world: World, tmp_path: Any
+) -> None:
+    _, task_id = world.start_task(ALICE, "p1")
+    vendor = world.vendor(world.task_credentials(task_id))
+    session = refreshing_session(vendor, REGION)
+    secret = session.get_credentials().get_frozen_credentials().secret_key
+    env = {
+        "WORKSPACE_BUCKET": world.bucket,
+        "WORKSPACE_PREFIX": f"workspaces/{ALICE}/p1",
+        "SESSION_ID": "s-vended",
+        "WORKSPACE_DIR": str(tmp_path / "workspace"),
+        "SYNC_POLL_SECONDS": "0.3",
+        "SYNC_FLUSH_DEADLINE_SECONDS": "30",
+    }
+    agent = InProcessAgent(env, session.client("s3", endpoint_url=world.endpoint)).start()
+    (tmp_path / "workspace" / "new.txt").write_text("written in the terminal")
+    assert agent.stop() == 0
+
+    assert (tmp_path / "workspace" / "notes.txt").read_text() == "alice's"  # pulled at start
+    body = world.client("s3").get_object(Bucket=world.bucket, Key=f"workspaces/{ALICE}/p1/new.txt")["Body"]
+    assert body.read() == b"written in the terminal"  # pushed, flushed at stop
+    # The credentials live in the agent's memory only: not in the environment a shell could inherit,
+    # not in any file under the workspace or the agent's state.
+    assert secret not in "".join(os.environ.values())
+    for path in (tmp_path / "workspace").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_without_credentials_the_agent_refuses_to_start(world: World, tmp_path: Any) -> None:
+    env = {
+        "WORKSPACE_BUCKET": world.bucket,
+        "WORKSPACE_PREFIX": f"workspaces/{ALICE}/p1",
+        "SESSION_ID": "s-none",
+        "WORKSPACE_DIR": str(tmp_path / "workspace"),
+        "WORKSPACE_ACCESS_FUNCTION": "no-such-function",  # the vending call fails
+    }
+
+    assert (
+        entrypoint.run(env, Logger(service="workspace-sync-test", level="CRITICAL")) == entrypoint.EXIT_FAILED
+    )
+    assert not (tmp_path / "workspace" / "notes.txt").exists()  # nothing was pulled with other credentials
