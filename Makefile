@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTHON := $(BIN)/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+CHECKOV := checkov==3.3.30
 NODE_STAMP := node_modules/.installed-$(shell cksum package-lock.json | cut -d' ' -f1)
 export AWS_DEFAULT_REGION ?= us-east-1
 # `sam build` looks for the Lambda runtime (python3.13) on PATH: the environment's own interpreter.
@@ -17,6 +18,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PYTHON) || { echo "creating $(VENV) with $$(scripts/find-python)"; "$$(scripts/find-python)" -m venv $(VENV); }
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	@# checkov pins boto3/pytest versions that clash with ours: it gets its own environment, on our PATH.
+	$(PYTHON) -m venv $(VENV)/checkov && $(VENV)/checkov/bin/pip install --quiet $(CHECKOV)
+	ln -sf ../checkov/bin/checkov $(BIN)/checkov
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # xterm.js and its fit addon for the gateway's page, exactly as package-lock.json pins them.

@@ -56,6 +56,14 @@ class Settings(BaseModel):
     max_lifetime_hours: float = Field(12, gt=0, validation_alias="MAX_LIFETIME_HOURS")
     sessions_per_user: int = Field(3, ge=1, validation_alias="SESSIONS_PER_USER")
     global_session_cap: int = Field(500, ge=1, validation_alias="GLOBAL_SESSION_CAP")
+    # Members of this Cognito group may list and stop every user's sessions, and do nothing more.
+    admin_group: str = Field("cloudide-admins", validation_alias="ADMIN_GROUP")
+    # Workspace credential vending (SECURITY.md): the role the sync agents' credentials come from, the
+    # task role whose sessions may ask, and STS endpoints a caller-identity proof may point at besides
+    # AWS's own (for the offline stack; empty in a deployment).
+    workspace_role_arn: str = Field("", validation_alias="WORKSPACE_ROLE_ARN")
+    task_role_arn: str = Field("", validation_alias="TASK_ROLE_ARN")
+    extra_sts_endpoints: CommaList = Field(default_factory=list, validation_alias="EXTRA_STS_ENDPOINTS")
     retention_days: int = Field(30, ge=1, validation_alias="RETENTION_DAYS")
     # How long the watch step polls DescribeTasks for the exec agent before handing back to the
     # workflow's Retry (each retry is a billed state transition; a short poll saves most of them).

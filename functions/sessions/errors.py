@@ -31,7 +31,7 @@ class Unauthorized(ApiError):
 
 
 class Forbidden(ApiError):
-    """The request is well formed but the caller's access policy does not allow it."""
+    """The request is well formed but the caller may not do it: the access policy or an admin-only action."""
 
     status, code = HTTPStatus.FORBIDDEN, "Forbidden"
 

@@ -16,9 +16,8 @@ read with no call on the request path and no extra IAM permission, and identical
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,7 +25,6 @@ from sessions.tiers import TIERS
 
 # Grants every image the deployment offers, present and future.
 ALL_IMAGES = "*"
-GROUPS_CLAIM = "cognito:groups"
 
 
 class IdleBounds(BaseModel):
@@ -122,21 +120,3 @@ def _resolve(rule: Rule, baseline: Limits) -> Limits:
         idle_max_minutes=idle.max if idle else baseline.idle_max_minutes,
         max_lifetime_hours=rule.maxLifetimeHours or baseline.max_lifetime_hours,
     )
-
-
-def groups_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
-    """The caller's groups from the authorizer's claims, in every shape they arrive in.
-
-    A REST API Cognito authorizer passes `cognito:groups` as one string, comma-separated; JWT
-    authorizers render arrays as "[a b]"; a direct invocation may pass a real list.
-    """
-    value = claims.get(GROUPS_CLAIM)
-    if value is None:
-        return frozenset()
-    if isinstance(value, list | tuple):
-        return frozenset(str(item) for item in value if str(item))
-    text = str(value).strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1].replace(",", " ")
-        return frozenset(text.split())
-    return frozenset(part.strip() for part in text.split(",") if part.strip())

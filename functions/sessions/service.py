@@ -94,6 +94,10 @@ class SessionService:
             session.session_id, {"executionArn": execution["executionArn"]}, while_status=tuple(Status)
         )
 
+    def list_all(self) -> list[Session]:
+        """Admins only (the handler checks the group): every user's sessions."""
+        return self._store.list_all()
+
     def list(self, owner_id: str) -> list[Session]:
         return self._store.list_by_owner(owner_id)
 
@@ -119,6 +123,15 @@ class SessionService:
         if not session.status.is_live:
             return session
         return self._lifecycle.request_stop(session_id, requested_by)
+
+    def stop_any(self, session_id: str, *, admin_id: str) -> Session:
+        """Admins only (the handler checks the group): stop whoever's session this is, idempotently."""
+        session = self._store.get(session_id)
+        if session is None:
+            raise NotFound(f"no session {session_id}", field="sessionId")
+        if not session.status.is_live:
+            return session
+        return self._lifecycle.request_stop(session_id, f"admin {admin_id}")
 
     def connect(self, owner_id: str, session_id: str, *, read_only: bool = False) -> dict[str, str]:
         session = self.get(owner_id, session_id)

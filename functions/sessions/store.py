@@ -67,8 +67,8 @@ class SessionStore:
             query["FilterExpression"] = Attr(LIVE_MARK).exists()
         return _newest_first(_all_pages(self._table.query, query))
 
-    def list_all(self, *, live_only: bool = True) -> list[Session]:
-        """Every user's sessions, for operators: a table scan, never on a request path."""
+    def list_all(self, *, live_only: bool = False) -> list[Session]:
+        """Every user's sessions, newest first: a table scan, for operators and the admin-only route."""
         scan: dict[str, Any] = {"FilterExpression": Attr(LIVE_MARK).exists()} if live_only else {}
         return _newest_first(_all_pages(self._table.scan, scan))
 

@@ -39,6 +39,9 @@ class SyncConfig:
     use_default_ignores: bool = True
     extra_ignores: tuple[str, ...] = ()
     health_max_age_seconds: float = 30.0
+    # The control plane's vending function (template.yaml sets it): empty = the default credential
+    # chain, for running the agent outside a terminal task.
+    credentials_function: str = ""
 
     @property
     def status_file(self) -> Path:
@@ -106,6 +109,7 @@ class SyncConfig:
             use_default_ignores=env.get("SYNC_DEFAULT_IGNORES", "1").strip() not in {"0", "false", "no"},
             extra_ignores=tuple(p.strip() for p in env.get("SYNC_IGNORE", "").split(",") if p.strip()),
             health_max_age_seconds=number("SYNC_HEALTH_MAX_AGE_SECONDS", 30.0, 1.0),
+            credentials_function=env.get("WORKSPACE_ACCESS_FUNCTION", "").strip(),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .agent import InitialSyncError, SyncAgent
 from .config import ConfigError, SyncConfig
 from .counters import check_health
+from .credentials import VendingError, vended_session
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -30,8 +31,14 @@ EXIT_CONFIG = 2
 
 
 def make_client(config: SyncConfig) -> Any:
-    """An S3 client sized for the worker pool; AWS_ENDPOINT_URL(_S3) is honoured by boto3 itself."""
-    return boto3.client(
+    """An S3 client sized for the worker pool, on vended credentials scoped to this workspace when the
+    task definition names the vending function; AWS_ENDPOINT_URL(_S3) is honoured by boto3 itself."""
+    session = boto3.Session()
+    if config.credentials_function:
+        session, granted = vended_session(config.credentials_function)
+        if granted.rstrip("/") != config.prefix:
+            raise VendingError(f"credentials are for {granted!r}, not WORKSPACE_PREFIX {config.prefix!r}")
+    return session.client(
         "s3",
         config=Config(
             retries={"mode": "standard", "max_attempts": 6},
@@ -50,7 +57,12 @@ def run(env: Mapping[str, str], logger: Logger, client: Any = None) -> int:
         logger.error(str(error))
         return EXIT_CONFIG
     logger.append_keys(session_id=config.session_id, bucket=config.bucket, prefix=config.prefix)
-    agent = SyncAgent(config, client or make_client(config), logger)
+    try:
+        client = client or make_client(config)
+    except (VendingError, ClientError, BotoCoreError) as error:
+        logger.error("no workspace credentials; the session cannot start", extra={"error": str(error)})
+        return EXIT_FAILED
+    agent = SyncAgent(config, client, logger)
     signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
     signal.signal(signal.SIGINT, lambda *_: agent.request_stop())
     signal.signal(signal.SIGUSR1, lambda *_: agent.request_poll())

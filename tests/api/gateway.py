@@ -19,9 +19,11 @@ USER_POOL = "us-east-1_Ab12Cd34E"
 _SESSION_PATH = re.compile(r"^/sessions/(?P<session_id>[^/]+)(?P<rest>/[^/]+)?$")
 
 
-def claims(sub: str) -> dict[str, str]:
-    """The ID-token claims API Gateway's Cognito authorizer passes on (all values are strings)."""
-    return {
+def claims(sub: str, groups: str | None = None) -> dict[str, str]:
+    """The ID-token claims API Gateway's Cognito authorizer passes on (all values are strings; a user in
+    groups gets `cognito:groups` as the authorizer flattens it, e.g. "[admins dev]")."""
+    group_claim = {} if groups is None else {"cognito:groups": groups}
+    return group_claim | {
         "sub": sub,
         "iss": f"https://cognito-idp.{REGION}.amazonaws.com/{USER_POOL}",
         "cognito:username": sub,
@@ -50,6 +52,8 @@ def api_event(
     body: Any = None,
     headers: dict[str, str] | None = None,
     sub: str | None = "user-1",
+    groups: str | None = None,
+    query: dict[str, str] | None = None,
     request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
 ) -> dict[str, Any]:
     """A proxy event for `method path`; `body` is sent as JSON unless it is already a string."""
@@ -67,15 +71,17 @@ def api_event(
     if body is not None:
         all_headers["Content-Type"] = "application/json"
     all_headers.update(headers or {})
-    authorizer: dict[str, Any] = {"claims": claims(sub)} if sub is not None else {}
+    authorizer: dict[str, Any] = {"claims": claims(sub, groups)} if sub is not None else {}
     return {
         "resource": resource,
         "path": path,
         "httpMethod": method,
         "headers": all_headers,
         "multiValueHeaders": {name: [value] for name, value in all_headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {name: [value] for name, value in query.items()}
+        if query
+        else None,
         "pathParameters": path_parameters,
         "stageVariables": None,
         "requestContext": {

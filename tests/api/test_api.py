@@ -246,21 +246,7 @@ def test_connect_execs_only_the_fixed_shell_wrapper(
     assert call["task"] == deployment.store.require(session_id).task_arn
 
 
-# Other users' sessions and unknown ids ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("method", "route"), ROUTES_ON_A_SESSION)
-def test_another_users_session_looks_exactly_like_a_missing_one(
-    method: str, route: str, call_api: ApiCall, deployment: Deployment
-) -> None:
-    theirs = start(call_api, sub="user-2")["sessionId"]
-
-    foreign = call_api(method, route.format(theirs))
-    missing = call_api(method, route.format(MISSING))
-
-    assert_error(foreign, 404, field="sessionId")
-    assert foreign.body == {**missing.body, "message": missing.body["message"].replace(MISSING, theirs)}
-    assert deployment.store.require(theirs).stop_requested_at is None
+# Unknown ids (other users' sessions: tests/security/test_authz_matrix.py) --------------------------
 
 
 @pytest.mark.parametrize(("method", "route"), ROUTES_ON_A_SESSION)
@@ -275,15 +261,6 @@ def test_unknown_routes_answer_404_in_the_api_error_shape(call_api: ApiCall) -> 
 
 
 # Authentication ------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("method", "route"), [("POST", "/sessions"), ("GET", "/sessions"), *ROUTES_ON_A_SESSION]
-)
-def test_requests_without_a_user_are_refused(method: str, route: str, call_api: ApiCall) -> None:
-    body = {"projectId": "hello-world"} if route == "/sessions" and method == "POST" else None
-
-    assert_error(call_api(method, route.format(MISSING), body=body, sub=None), 401)
 
 
 def test_a_request_that_bypassed_the_authorizer_is_refused(deployment: Deployment) -> None:

@@ -50,11 +50,11 @@ def test_the_allow_list_the_api_reads_is_the_catalog() -> None:
         parameters={i.image_parameter: f"repo/{i.name}" for i in CATALOG.images},
     )
     stack.refs |= {i.task_definition: f"arn:task-definition/{i.task_definition}:1" for i in CATALOG.images}
-    variables = cfn.template()["Globals"]["Function"]["Environment"]["Variables"]
+    for function in ("ApiFunction", "WorkflowFunction"):  # the allow-list, and what RunTask runs
+        variables = cfn.resource(function)["Properties"]["Environment"]["Variables"]
+        images = json.loads(stack.resolve(variables["IMAGES"]))
+        assert images == {i.name: f"arn:task-definition/{i.task_definition}:1" for i in CATALOG.images}
 
-    images = json.loads(stack.resolve(variables["IMAGES"]))
-
-    assert images == {i.name: f"arn:task-definition/{i.task_definition}:1" for i in CATALOG.images}
     assert (
         cfn.resource("ApiFunction")["Properties"]["Environment"]["Variables"]["DEFAULT_IMAGE"]
         == CATALOG.default
@@ -68,7 +68,12 @@ def test_only_the_base_image_is_required() -> None:
 
 
 def test_the_workflow_may_run_every_catalog_task_definition() -> None:
-    statements = cfn.resource("WorkflowFunction")["Properties"]["Policies"][0]["Statement"]
+    statements = [
+        statement
+        for policy in cfn.resource("WorkflowFunction")["Properties"]["Policies"]
+        if isinstance(policy, dict)
+        for statement in policy.get("Statement", [])
+    ]
     (run_task,) = [s for s in statements if s["Action"] == "ecs:RunTask"]
     families = {re.search(r"task-definition/(.+):\*", r["Fn::Sub"]).group(1) for r in run_task["Resource"]}  # type: ignore[union-attr]
     defined = {d["Properties"]["Family"]["Fn::Sub"] for d in task_definitions().values()}  # type: ignore[index]

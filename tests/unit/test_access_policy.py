@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 from sessions.config import Settings
-from sessions.policy import AccessPolicy, Limits, groups_from_claims
+from sessions.policy import AccessPolicy, Limits
 
 BASELINE = Limits(
     images=frozenset({"base", "python", "node"}),
@@ -63,18 +63,3 @@ def test_the_default_idle_timeout_is_moved_into_a_groups_bounds() -> None:
 def test_a_broken_policy_fails_at_cold_start_naming_the_mistake(document: str, complaint: str) -> None:
     with pytest.raises((ValidationError, ValueError), match=complaint):
         Settings.model_validate({"SESSIONS_TABLE": "t", "ACCESS_POLICY": document})
-
-
-@pytest.mark.parametrize(
-    ("claims", "groups"),
-    [
-        ({}, set()),
-        ({"cognito:groups": "admins"}, {"admins"}),
-        ({"cognito:groups": "admins,students"}, {"admins", "students"}),  # REST API Cognito authorizer
-        ({"cognito:groups": "[admins students]"}, {"admins", "students"}),  # JWT authorizers
-        ({"cognito:groups": ["admins", "students"]}, {"admins", "students"}),  # direct invocation
-        ({"cognito:groups": ""}, set()),
-    ],
-)
-def test_groups_claim_in_every_shape(claims: dict[str, object], groups: set[str]) -> None:
-    assert groups_from_claims(claims) == groups

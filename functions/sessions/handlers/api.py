@@ -1,5 +1,7 @@
 """REST API: thin routes over SessionService. The owner is always the authorizer's `sub` claim, so a
-caller can only ever address their own sessions; anyone else's look exactly like missing ones (404)."""
+caller can only ever address their own sessions; anyone else's look exactly like missing ones (404).
+Members of the admin group (ADMIN_GROUP) may also list everyone's sessions and stop any of them, and
+nothing else: no reading, connecting to or reporting activity on sessions that are not theirs."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
-from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path
+from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.idempotency import (
@@ -38,13 +40,13 @@ from sessions.api_models import (
 from sessions.errors import (
     ApiError,
     Conflict,
+    Forbidden,
     InvalidRequest,
     NotFound,
-    Unauthorized,
     UnsupportedMediaType,
 )
+from sessions.identity import Caller
 from sessions.observability import logger, metrics, tracer
-from sessions.policy import groups_from_claims
 from sessions.wiring import components
 
 # API Gateway accepts 10 MB; no valid request here is more than a few hundred bytes.
@@ -60,7 +62,7 @@ ERRORS: dict[int, OpenAPIResponse] = {
     for code, text in (
         (400, "Invalid request"),
         (401, "Missing or invalid token"),
-        (403, "Not allowed by the caller's access policy (the field says what)"),
+        (403, "Not allowed: the caller's access policy (the field says what), or an admin-only action"),
         (404, "No such session (or not yours)"),
         (409, "The session is not in a status that allows this"),
         (413, "Body too large"),
@@ -72,17 +74,16 @@ ERRORS: dict[int, OpenAPIResponse] = {
 }
 
 
+def _caller() -> Caller:
+    return Caller.from_claims(app.current_event.request_context.authorizer.claims)
+
+
 def _owner() -> str:
-    claims = app.current_event.request_context.authorizer.claims or {}
-    owner = claims.get("sub")
-    if not owner:
-        # API Gateway's authorizer rejects such calls first; this is the guard for misconfiguration.
-        raise Unauthorized("the request carries no authenticated user")
-    return str(owner)
+    return _caller().user_id
 
 
-def _groups() -> frozenset[str]:
-    return groups_from_claims(app.current_event.request_context.authorizer.claims or {})
+def _is_admin(caller: Caller) -> bool:
+    return caller.in_group(components().settings.admin_group)
 
 
 def _error(status: int, body: dict[str, Any]) -> Response:
@@ -143,12 +144,13 @@ def start_session(
         str | None, Header(alias="idempotency-key", min_length=1, max_length=128, description="Safe retries")
     ] = None,
 ) -> Response[SessionView]:
-    owner = _owner()
+    caller = _caller()
+    owner = caller.user_id
     if idempotency_key:
-        start = {"ownerId": owner, "groups": sorted(_groups()), "key": idempotency_key}
+        start = {"ownerId": owner, "groups": sorted(caller.groups), "key": idempotency_key}
         view = _start_once(start=start | {"body": request.model_dump()})
     else:
-        view = components().service.start(owner, request, groups=_groups()).public()
+        view = components().service.start(owner, request, groups=caller.groups).public()
     return Response(HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(view))
 
 
@@ -175,8 +177,16 @@ def _start_once(start: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.get("/sessions", responses={200: {"description": "The caller's sessions, newest first"}, **ERRORS})
-def list_sessions() -> SessionList:
-    sessions = components().service.list(_owner())
+def list_sessions(
+    all_users: Annotated[
+        bool, Query(alias="all", description="Every user's sessions (admin group only, else 403)")
+    ] = False,
+) -> SessionList:
+    caller = _caller()
+    if all_users and not _is_admin(caller):
+        raise Forbidden("listing every user's sessions needs the admin group", field="all")
+    service = components().service
+    sessions = service.list_all() if all_users else service.list(caller.user_id)
     return SessionList(sessions=[SessionView.model_validate(s.public()) for s in sessions])
 
 
@@ -193,9 +203,16 @@ def report_activity(session_id: SessionId) -> Response[SessionView]:
     )
 
 
-@app.delete("/sessions/<session_id>", responses={202: {"description": "Stop requested"}, **ERRORS})
+@app.delete(
+    "/sessions/<session_id>",
+    responses={202: {"description": "Stop requested (admins may stop anyone's session)"}, **ERRORS},
+)
 def stop_session(session_id: SessionId) -> Response[SessionView]:
-    session = components().service.stop(_owner(), session_id)
+    caller, service = _caller(), components().service
+    if _is_admin(caller):
+        session = service.stop_any(session_id, admin_id=caller.user_id)
+    else:
+        session = service.stop(caller.user_id, session_id)
     return Response(
         HTTPStatus.ACCEPTED, content_types.APPLICATION_JSON, SessionView.model_validate(session.public())
     )
