@@ -53,12 +53,14 @@ class EcsDriver:
         stop_code: str | None = None,
         stopped_reason: str | None = None,
         exit_code: int | None = None,
+        container_reason: str | None = None,
         agent_status: str | None = None,
     ) -> dict[str, Any]:
         """Move the task to `last_status` and return the event detail AWS would emit for the change.
 
-        `exit_code` applies to every container; `agent_status` sets the ExecuteCommandAgent's lastStatus
-        (only changed when given; a STOPPED task's agent stops too). Each call increases `version`.
+        `exit_code` and `container_reason` (e.g. "OutOfMemoryError: Container killed due to memory usage")
+        apply to every container; `agent_status` sets the ExecuteCommandAgent's lastStatus (only changed
+        when given; a STOPPED task's agent stops too). Each call increases `version`.
         """
         if last_status not in TASK_STATUSES:
             raise ValueError(f"last_status must be one of {TASK_STATUSES}, got {last_status!r}")
@@ -80,6 +82,8 @@ class EcsDriver:
             container.last_status = {"STOPPED": "STOPPED", "RUNNING": "RUNNING"}.get(last_status, "PENDING")
             if exit_code is not None:
                 container.exitCode = exit_code
+            if container_reason is not None:
+                container.reason = container_reason
             if agent_status and container.managed_agents:
                 for agent in container.managed_agents:
                     agent["lastStatus"] = agent_status
@@ -117,6 +121,7 @@ class EcsDriver:
                     "lastStatus": c.last_status,
                     "taskArn": task.task_arn,
                     **({"exitCode": c.exitCode} if stopped else {}),
+                    **({"reason": c.reason} if getattr(c, "reason", None) else {}),
                 }
                 for c in task.containers
             ],

@@ -7,14 +7,10 @@ same tmux server, as successive ECS Exec sessions in one container do.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
+from cloudide.localstack.sandbox import filesystem_args
 from tests.support import require_tool
-
-from .conftest import REPO
-
-IMAGE_DIR = REPO / "terminal_image"
 
 
 class Sandbox:
@@ -31,57 +27,8 @@ class Sandbox:
         self.socket = self.tmp / "cloudide-tmux" / "default"
 
     def command(self, *argv: str) -> list[str]:
-        python_home = Path(os.path.realpath(sys.executable)).parents[2]  # e.g. /root/.pyenv/versions/3.13.0
-        mounts = [
-            "--tmpfs",
-            "/",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            "--symlink",
-            "usr/bin",
-            "/bin",
-            "--symlink",
-            "usr/sbin",
-            "/sbin",
-            "--symlink",
-            "usr/lib",
-            "/lib",
-            "--symlink",
-            "usr/lib64",
-            "/lib64",
-            "--ro-bind",
-            "/etc",
-            "/etc",
-            *_parents(python_home),
-            "--ro-bind",
-            str(python_home),
-            str(python_home),
-            *_parents(Path("/opt/cloudide")),
-            "--ro-bind",
-            str(REPO),
-            "/opt/cloudide",
-            *_parents(Path("/home/dev/x")),
-            "--perms",
-            "0755",
-            "--dir",
-            "/home/dev",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--bind",
-            str(self.workspace),
-            "/workspace",
-            "--bind",
-            str(self.tmp),
-            "/tmp",
-            "--remount-ro",
-            "/",
-            "--cap-add",
-            "ALL",
-        ]
-        return [self.bwrap, *mounts, "--", *argv]
+        """The local stack's file system layout (cloudide.localstack.sandbox), with full capabilities."""
+        return [self.bwrap, *filesystem_args(self.workspace, self.tmp), "--cap-add", "ALL", "--", *argv]
 
     def wrapper(self, *args: str) -> list[str]:
         return self.command("/opt/cloudide/terminal_image/cloudide-shell", *args)
@@ -98,11 +45,3 @@ class Sandbox:
             "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/abc",
             "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.2/creds",
         }
-
-
-def _parents(path: Path) -> list[str]:
-    """bwrap creates missing mount points 0700; the unprivileged user must be able to traverse them."""
-    args: list[str] = []
-    for parent in reversed(path.parents[:-1]):
-        args += ["--perms", "0755", "--dir", str(parent)]
-    return args

@@ -1,0 +1,153 @@
+"""The task sandbox on its own (no AWS): pid 1 forwards signals and reports exit codes as tini does, the task
+size becomes cgroup limits, the RSS watchdog stands in where cgroups are not writable, and the plain
+fallback says loudly that it is not a sandbox."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloudide.localstack.sandbox import (
+    REPO,
+    SHELL_PATH,
+    Isolation,
+    Limits,
+    Sandbox,
+    SandboxError,
+    SandboxHost,
+)
+from tests.support import require_tool
+
+from .conftest import eventually, members, pid_namespace
+
+pytestmark = pytest.mark.sandbox
+
+# An entrypoint that reports SIGTERM the way the sync agent does: a clean, chosen exit code.
+TRAPPING = ["/bin/sh", "-c", "trap 'echo got-term; exit 7' TERM; echo up; while :; do sleep 0.05; done"]
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[SandboxHost]:
+    require_tool("bwrap", "the local task sandbox")
+    require_tool("setpriv", "the entrypoint runs as uid 1000")
+    detected = SandboxHost.detect(f"cloudide-local-test-{os.getpid()}", isolation="bubblewrap")
+    yield detected
+    detected.close()
+
+
+@pytest.fixture
+def sandboxes(tmp_path: Path) -> Iterator[list[Sandbox]]:
+    made: list[Sandbox] = []
+    yield made
+    for box in made:
+        box.close()
+
+
+def make(
+    sandboxes: list[Sandbox], host: SandboxHost, tmp_path: Path, entrypoint: list[str], **limits: int
+) -> Sandbox:
+    box = Sandbox(
+        host,
+        f"t{len(sandboxes)}",
+        tmp_path / f"t{len(sandboxes)}",
+        env={"SESSION_ID": "s-1"},
+        limits=Limits(**{"cpu_units": 256, "memory_mib": 512, **limits}),
+        entrypoint=entrypoint,
+    )
+    sandboxes.append(box)
+    box.prepare()
+    box.start()
+    return box
+
+
+def test_sigterm_reaches_the_entrypoint_through_pid_1_and_its_exit_code_is_the_containers(
+    host: SandboxHost, sandboxes: list[Sandbox], tmp_path: Path
+) -> None:
+    box = make(sandboxes, host, tmp_path, TRAPPING)
+    eventually(lambda: "up" in box.log_path.read_text())
+    namespace = pid_namespace(box.pid)
+    box.signal(signal.SIGTERM)
+    assert box.wait(10) == 7
+    assert "got-term" in box.log_path.read_text()
+    box.close()
+    assert not members(namespace)
+
+
+def test_the_entrypoint_runs_as_uid_1000_without_capabilities_and_no_network(
+    host: SandboxHost, sandboxes: list[Sandbox], tmp_path: Path
+) -> None:
+    probe = "id -u; grep CapEff /proc/self/status; cat /proc/net/dev | tail -n +3 | cut -d: -f1; hostname"
+    box = make(sandboxes, host, tmp_path, ["/bin/sh", "-c", probe])
+    assert box.wait(10) == 0
+    uid, caps, interfaces, hostname = box.log_path.read_text().split("\n", 3)
+    assert uid == "1000"
+    assert caps.split()[-1] == "0000000000000000"
+    assert interfaces.split() == ["lo"]
+    assert hostname.strip() == box.name
+
+
+def test_kill_9_of_pid_1_ends_the_whole_sandbox_with_137(
+    host: SandboxHost, sandboxes: list[Sandbox], tmp_path: Path
+) -> None:
+    box = make(sandboxes, host, tmp_path, ["/bin/sh", "-c", "sleep 60 & sleep 60 & wait"])
+    namespace = pid_namespace(box.pid)
+    eventually(lambda: len(members(namespace)) >= 4)  # task_init, sh and two sleeps
+    assert box.pid
+    os.kill(box.pid, signal.SIGKILL)
+    assert box.wait(10) == 137
+    eventually(lambda: not members(namespace), timeout=5)
+
+
+def test_the_task_size_becomes_its_cgroup_limits(
+    host: SandboxHost, sandboxes: list[Sandbox], tmp_path: Path
+) -> None:
+    if host.cgroups is None:
+        pytest.skip("no writable cgroup on this machine: the RSS watchdog test covers the fallback")
+    box = make(sandboxes, host, tmp_path, ["sleep", "30"], cpu_units=512, memory_mib=1024)
+    assert box.cgroup is not None
+    memory = box.cgroup.dirs["memory"]
+    limit_file = "memory.max" if box.cgroup.version == 2 else "memory.limit_in_bytes"
+    assert int((memory / limit_file).read_text()) == 1024 * 1024 * 1024
+    assert box.pid in box.cgroup.pids()
+    if "pids" in box.cgroup.dirs:
+        assert (box.cgroup.dirs["pids"] / "pids.max").read_text().strip() == "1024"
+    assert "0.5 vCPU, 1024 MiB" in box.limits_in_effect and "cgroup" in box.limits_in_effect
+    box.close()
+    assert not memory.exists(), "the task's cgroup is removed with the task"
+
+
+def test_without_cgroups_an_rss_watchdog_kills_a_task_past_its_memory(
+    sandboxes: list[Sandbox], tmp_path: Path
+) -> None:
+    bwrap = require_tool("bwrap", "the local task sandbox")
+    host = SandboxHost(Isolation.BUBBLEWRAP, bwrap, cgroups=None)
+    hog = "import time; x = bytearray(200 << 20); x[::4096] = b'1' * len(x[::4096]); time.sleep(30)"
+    box = make(sandboxes, host, tmp_path, ["python3", "-c", hog], memory_mib=64)
+    assert "RSS watchdog" in box.limits_in_effect
+    assert box.wait(20) == 137
+    assert box.oom_killed
+
+
+def test_exec_is_refused_once_the_task_has_exited(
+    host: SandboxHost, sandboxes: list[Sandbox], tmp_path: Path
+) -> None:
+    box = make(sandboxes, host, tmp_path, ["true"])
+    assert box.wait(10) == 0
+    with pytest.raises(SandboxError, match="no running process"):
+        box.exec_argv(["id"])
+
+
+def test_plain_fallback_is_loud_and_runs_in_the_workspace(sandboxes: list[Sandbox], tmp_path: Path) -> None:
+    host = SandboxHost(Isolation.PLAIN, None, cgroups=None)
+    assert host.warning and "UNSANDBOXED" in host.warning
+    assert host.isolation.startswith("plain process (UNSANDBOXED")
+    box = make(sandboxes, host, tmp_path, ["/bin/sh", "-c", "pwd; echo $WORKSPACE_DIR; sleep 30"])
+    eventually(lambda: len(box.log_path.read_text().splitlines()) == 2)
+    assert box.log_path.read_text().splitlines() == [str(box.workspace)] * 2
+    argv, env = box.exec_argv([SHELL_PATH])
+    assert argv == [str(REPO / "terminal_image" / "cloudide-shell")], "the image's wrapper, from the repo"
+    assert env["CLOUDIDE_TMUX_SOCKET"] == f"{box.tmp}/cloudide-tmux/default"
