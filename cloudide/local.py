@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from cloudide.localstack.stack import STACK_NAME, LocalStack, LocalStackConfig
@@ -69,7 +70,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run the control plane's timers this much faster, e.g. 0.05 makes a 1-minute idle timeout "
         "pass in 3 s (for tests and demos; default: real time)",
     )
-    parser.add_argument("--verbose", action="store_true", help="log every component at INFO")
+    parser.add_argument(
+        "--verbose", action="store_true", help="log every component, and the functions' logs, at INFO"
+    )
     parser.set_defaults(func=run)
 
 
@@ -78,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # Functions that publish no metric on an invocation make Powertools warn; on AWS that goes to their logs.
+    warnings.filterwarnings("ignore", "No application metrics to publish", UserWarning)
     for noisy in ("werkzeug", "botocore", "moto"):
-        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.ERROR)
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     if not 0 < args.time_scale <= 1:
         print("cloudide local: --time-scale must be in (0, 1]", file=sys.stderr)
         return 2
@@ -97,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         persist=args.persist,
         parameters=parameters,
         time_scale=args.time_scale,
+        verbose=args.verbose,
     )
     try:
         asyncio.run(serve(config))

@@ -346,6 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 resets connections when an IDE fans out
 
     def __init__(self, address: tuple[str, int], api: LocalRestApi) -> None:
         super().__init__(address, _Handler)

@@ -33,7 +33,6 @@ ESSENTIAL_EXITED = "Essential container in task exited"
 DEFAULT_CPU_UNITS = 256  # moto drops a CloudFormation task definition's Cpu; Fargate's smallest size
 DEFAULT_STOP_TIMEOUT_S = 30  # ECS's default when the container definition sets none
 LIVE_PHASES = {"starting", "pulling", "running", "flushing"}  # workspace_sync's status.json phases
-_FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 class TaskNotRunning(RuntimeError):
@@ -337,6 +336,24 @@ class LocalTaskRunner:
             if task.sandbox.relay_socket:
                 self._bridge.close(task.sandbox.relay_socket)
 
+    def _task_role_credentials(self, definition: Mapping[str, Any], arn: str) -> dict[str, str]:
+        """The task role's session, named after the task as ECS names it: what the vending function checks.
+
+        ECS serves these from its credentials endpoint; here they are the container's environment, which
+        the user's shell can read too (same uid), as it can query the endpoint on AWS. That is by design:
+        the task role may only ask for credentials scoped to this session's workspace (SECURITY.md)."""
+        role = definition.get("taskRoleArn")
+        if not role:
+            return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        sts: Any = self.aws.client("sts")
+        session = sts.assume_role(RoleArn=role, RoleSessionName=arn.rsplit("/", 1)[-1])
+        credentials = session["Credentials"]
+        return {
+            "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"],
+        }
+
     def _sandbox(self, arn: str) -> tuple[Sandbox, float]:
         """The task's sandbox and its scaled stopTimeout, from the task definition and RunTask overrides."""
         described = self._ecs.describe_tasks(cluster=self.cluster, tasks=[arn])["tasks"][0]
@@ -349,7 +366,7 @@ class LocalTaskRunner:
             if override.get("name") == container["name"]:
                 env |= {item["name"]: item["value"] for item in override.get("environment", [])}
         region = self.aws.region
-        env |= {**_FAKE_CREDENTIALS, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
+        env |= {**self._task_role_credentials(definition, arn), "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
                 "AWS_EXECUTION_ENV": "AWS_ECS_FARGATE", **self.extra_env}  # fmt: skip
         limits = Limits(
             cpu_units=int(overrides.get("cpu") or definition.get("cpu") or DEFAULT_CPU_UNITS),
@@ -359,7 +376,7 @@ class LocalTaskRunner:
         relay = self._bridge.open(name) if self._host.mode is Isolation.BUBBLEWRAP else None
         sandbox = Sandbox(
             self._host, name, self._directory(arn), env=env, limits=limits,
-            s3_endpoint=self.aws.endpoint_url, relay_socket=relay,
+            aws_endpoint=self.aws.endpoint_url, relay_socket=relay,
         )  # fmt: skip
         return sandbox, float(container.get("stopTimeout") or DEFAULT_STOP_TIMEOUT_S) * self.time_scale
 

@@ -4,8 +4,8 @@ The sandbox is what the Fargate task is to the image: a read-only root made of t
 the Python install, the repository at /opt/cloudide (read-only), a private writable /workspace and /tmp,
 its own pid, network (loopback only), IPC and UTS namespaces, and the task size as cgroup limits. The
 entrypoint runs unmodified (``python3 -m workspace_sync run`` as uid 1000) under :mod:`task_init`, which
-plays tini and relays the sandbox's S3 endpoint to the host through a unix socket: the loopback-only
-network reaches the local S3 and nothing else.
+plays tini and relays the sandbox's AWS endpoint to the host through a unix socket: the loopback-only
+network reaches the local AWS (S3, and Lambda and STS for credential vending) and nothing else.
 
 Fallbacks, chosen once per host by :meth:`SandboxHost.detect`:
 - no bubblewrap: a plain process on the host (cwd = the task's workspace, network shared) -- loudly
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from cloudide.localstack.task_init import splice
 
@@ -47,7 +48,6 @@ INSIDE_REPO = Path("/opt/cloudide")
 IMAGE_DIR = "terminal_image"
 SHELL_PATH = "/usr/local/bin/cloudide-shell"  # where the image installs the exec wrapper
 USER_UID = USER_GID = 1000  # the image's `dev` user
-S3_RELAY_PORT = 4566  # inside the sandbox's own network namespace: any port is free
 RELAY_SOCKET = "/run/cloudide/s3.sock"
 START_TIMEOUT_S = 10.0
 WATCHDOG_INTERVAL_S = 0.25
@@ -384,7 +384,7 @@ class Sandbox:
 
     `directory` holds the task's private state: workspace/, tmp/ and container.log (the entrypoint's
     stdout and stderr, as the awslogs driver would collect them). `relay_socket` (from
-    :class:`EndpointBridge`) is the sandbox's way to `s3_endpoint`; a plain process uses the endpoint.
+    :class:`EndpointBridge`) is the sandbox's way to `aws_endpoint`; a plain process uses the endpoint.
     """
 
     def __init__(
@@ -395,7 +395,7 @@ class Sandbox:
         *,
         env: Mapping[str, str],
         limits: Limits,
-        s3_endpoint: str | None = None,
+        aws_endpoint: str | None = None,
         relay_socket: Path | None = None,
         entrypoint: Sequence[str] = ENTRYPOINT,
     ) -> None:
@@ -409,7 +409,7 @@ class Sandbox:
         self.log_path = directory / "container.log"
         self.relay_socket = relay_socket
         self.sandboxed = host.mode is Isolation.BUBBLEWRAP
-        self.environment = self._environment(env, s3_endpoint)
+        self.environment = self._environment(env, aws_endpoint)
         self.cgroup: TaskCgroup | None = None
         self.pid: int | None = None  # host pid of the sandbox's pid 1 (the plain process otherwise)
         self.oom_killed = False
@@ -418,19 +418,21 @@ class Sandbox:
         self._pid_namespace: str | None = None
         self._next_watch = 0.0
 
-    def _environment(self, env: Mapping[str, str], s3_endpoint: str | None) -> dict[str, str]:
+    def _environment(self, env: Mapping[str, str], aws_endpoint: str | None) -> dict[str, str]:
         python_bin = Path(sys.prefix) / "bin"
         if self.sandboxed:
             image = image_environment(
                 workspace="/workspace", tmp="/tmp", repo=INSIDE_REPO, python_bin=inside_path(python_bin)
             )
-            relayed = s3_endpoint and self.relay_socket
-            endpoint = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{S3_RELAY_PORT}"} if relayed else {}
+            # The relay listens inside on the endpoint's own port, so a URL presigned inside (the agent's
+            # sts:GetCallerIdentity proof) is the same URL outside, where the control plane calls it.
+            relayed = aws_endpoint and self.relay_socket
+            endpoint = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_port(aws_endpoint)}"} if relayed else {}
             return {**image, **env, **endpoint}
         image = image_environment(
             workspace=str(self.workspace), tmp=str(self.tmp), repo=REPO, python_bin=python_bin
         )
-        local = {"AWS_ENDPOINT_URL_S3": s3_endpoint} if s3_endpoint else {}
+        local = {"AWS_ENDPOINT_URL": aws_endpoint} if aws_endpoint else {}
         if os.geteuid() != 0:  # cloudide-shell may only drop from root; otherwise it must be us already
             local |= {"CLOUDIDE_UID": str(os.getuid()), "CLOUDIDE_GID": str(os.getgid())}
         return {**image, **env, **local}
@@ -486,8 +488,8 @@ class Sandbox:
         init = INSIDE_REPO / Path(__file__).with_name("task_init.py").relative_to(REPO)
         relay: list[str] = []
         relay_mount: list[str] = []
-        if self.relay_socket and "AWS_ENDPOINT_URL_S3" in self.environment:
-            relay = ["--relay", f"{S3_RELAY_PORT}={RELAY_SOCKET}"]
+        if self.relay_socket and "AWS_ENDPOINT_URL" in self.environment:
+            relay = ["--relay", f"{_port(self.environment['AWS_ENDPOINT_URL'])}={RELAY_SOCKET}"]
             relay_mount = [*_parents(Path(RELAY_SOCKET)), "--bind", str(self.relay_socket), RELAY_SOCKET]
         argv = [
             self.host.bwrap,
@@ -668,12 +670,12 @@ def _rss_bytes(pids: set[int]) -> int:
     return total
 
 
-# ------------------------------------------------------------------------------------ the S3 bridge
+# ------------------------------------------------------------------------------- the AWS endpoint bridge
 
 
 class EndpointBridge:
     """The host half of the sandboxes' way out: one unix socket per task, each connection forwarded to
-    the local S3's TCP endpoint. One event-loop thread serves every task. The sockets live in a short
+    the local AWS's TCP endpoint. One event-loop thread serves every task. The sockets live in a short
     private directory: a unix socket path has at most 107 bytes."""
 
     def __init__(self, host: str, port: int) -> None:
@@ -716,3 +718,7 @@ class EndpointBridge:
         self._thread.join(timeout)
         self._loop.close()
         shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def _port(url: str | None) -> int:
+    return urlsplit(url or "").port or 80

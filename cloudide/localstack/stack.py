@@ -61,6 +61,7 @@ class LocalStackConfig:
     persist: bool = False
     parameters: tuple[tuple[str, str], ...] = ()  # template parameter overrides
     time_scale: float = 1.0  # < 1 compresses the control plane's time (timeouts, deadlines) for tests
+    verbose: bool = False  # the functions' INFO logs and metrics on stdout
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class LocalStack:
             await loop.run_in_executor(None, self.aws.start)
         if self.config.time_scale != 1.0:
             self._compress_time(self.config.time_scale)
+        self._configure_functions()
         if self.config.persist:
             self._persistence = Persistence(self.aws, self.state_dir / "persist")
             with self._step("restoring persisted workspaces and sessions"):
@@ -144,10 +146,15 @@ class LocalStack:
             self._say(f"  restored {restored.objects} objects and {restored.sessions} session records")
         with self._step("task runner (RunTask starts a sandboxed terminal)"):
             self.runner = LocalTaskRunner(
-                self.aws, self.stack.outputs["ClusterName"], state_dir=self.state_dir / "tasks"
+                self.aws,
+                self.stack.outputs["ClusterName"],
+                state_dir=self.state_dir / "tasks",
+                time_scale=self.config.time_scale,
             )
             self.runner.start()
         self._say(f"  isolation: {self.runner.isolation}")
+        if self.runner.warning:
+            self._say(f"  !! {self.runner.warning}")
         with self._step("ECS Exec peer (SSM data channel)"):
             self.peer = LocalPeer()
             await self.peer.start()
@@ -201,6 +208,34 @@ class LocalStack:
         (self.state_dir / "stack.json").unlink(missing_ok=True)
 
     # -- the parts' glue ---------------------------------------------------------------------------------
+
+    def _configure_functions(self) -> None:
+        """What a local run needs on top of the template's function environments.
+
+        The credentials function accepts caller-identity proofs only from AWS STS hosts and the endpoints
+        it is told of: here, the local AWS the sandboxes sign their proofs for. And the functions' logs and
+        metrics (JSON on stdout, for CloudWatch) would drown the progress output: warnings only, unless
+        --verbose."""
+        assert self.aws is not None and self.aws.endpoint_url is not None
+        lambda_client: Any = self.aws.client("lambda")
+        quiet = (
+            {}
+            if self.config.verbose
+            else {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+        )
+        for logical_id, resource in self.stack.resources.items():
+            if resource["type"] != "AWS::Lambda::Function":
+                continue
+            overlay = dict(quiet)
+            if logical_id == "WorkspaceCredentialsFunction":
+                overlay["EXTRA_STS_ENDPOINTS"] = self.aws.endpoint_url
+            configuration = lambda_client.get_function_configuration(FunctionName=resource["physical_id"])
+            variables = {
+                k: str(v) for k, v in configuration.get("Environment", {}).get("Variables", {}).items()
+            }
+            lambda_client.update_function_configuration(
+                FunctionName=resource["physical_id"], Environment={"Variables": variables | overlay}
+            )
 
     def _compress_time(self, scale: float) -> None:
         """The handlers' clock runs 1/scale times faster, in step with the workflow's scaled timers."""

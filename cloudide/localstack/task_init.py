@@ -1,12 +1,12 @@
-"""pid 1 of a local task's sandbox: the part tini plays in the image, plus the task's way out to S3.
+"""pid 1 of a local task's sandbox: the part tini plays in the image, plus the task's way out to AWS.
 
 As an init it starts the entrypoint, forwards the signals ECS would send (SIGTERM on StopTask) to it,
 reaps every orphan (the exec'd shells' tmux server ends up here, as under ECS's init), and exits with
 the entrypoint's status (128 + signal when it was killed, as tini does), which ends the pid namespace.
 
 The sandbox's network is loopback only, so it also relays 127.0.0.1:<port> to a unix socket the runner
-binds into the sandbox, whose other end forwards to the local S3: the agent sees an ordinary
-AWS_ENDPOINT_URL_S3 and nothing else of the host's network.
+binds into the sandbox, whose other end forwards to the local AWS: the agent sees an ordinary
+AWS_ENDPOINT_URL and nothing else of the host's network.
 
 The file runs as a script inside the sandbox (`python3 -I -S task_init.py ...`): standard library
 only, and nothing imported from the package. The runner imports :func:`splice` for its own half of the
@@ -84,9 +84,9 @@ def _exit_status(status: int) -> int:
 def run(command: Sequence[str], relay: tuple[int, str] | None) -> int:
     if relay:
         ready = threading.Event()
-        threading.Thread(target=_serve_relay, args=(*relay, ready), name="s3-relay", daemon=True).start()
+        threading.Thread(target=_serve_relay, args=(*relay, ready), name="aws-relay", daemon=True).start()
         if not ready.wait(RELAY_READY_TIMEOUT_S):
-            print("task-init: the S3 relay did not start", file=sys.stderr)
+            print("task-init: the AWS endpoint relay did not start", file=sys.stderr)
             return 1
     child = 0
     early: list[int] = []  # signals that arrived before the entrypoint existed

@@ -796,6 +796,38 @@ def fix_cfn_state_machine() -> None:
     StateMachine.delete_from_cloudformation_json = classmethod(delete_from_cloudformation_json)
 
 
+def fix_cfn_task_definition() -> None:
+    """moto's AWS::ECS::TaskDefinition keeps only the family, containers, volumes and memory: the task
+    role, CPU, network mode, compatibilities and platform are dropped, so a task started from it has no
+    role to assume and no size to enforce. This registers every property. Delete when moto does."""
+    from moto.core.utils import pascal_to_camelcase, remap_nested_keys
+    from moto.ecs.models import TaskDefinition, ecs_backends
+
+    def create_from_cloudformation_json(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kw: Any
+    ) -> Any:
+        properties = cloudformation_json["Properties"]
+        tags = [{"key": tag["Key"], "value": tag["Value"]} for tag in properties.get("Tags", [])]
+        return ecs_backends[account_id][region_name].register_task_definition(
+            family=properties.get("Family", resource_name),
+            container_definitions=remap_nested_keys(
+                properties.get("ContainerDefinitions", []), pascal_to_camelcase
+            ),
+            volumes=remap_nested_keys(properties.get("Volumes", []), pascal_to_camelcase),
+            network_mode=properties.get("NetworkMode"),
+            tags=tags or None,
+            requires_compatibilities=properties.get("RequiresCompatibilities"),
+            cpu=properties.get("Cpu"),
+            memory=properties.get("Memory"),
+            task_role_arn=properties.get("TaskRoleArn"),
+            execution_role_arn=properties.get("ExecutionRoleArn"),
+            runtime_platform=remap_nested_keys(properties.get("RuntimePlatform") or {}, pascal_to_camelcase)
+            or None,
+        )
+
+    TaskDefinition.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)
+
+
 def fix_cfn_rest_api() -> None:
     """moto's AWS::ApiGateway::RestApi requires `Name` (AWS takes it from an OpenAPI `Body`) and ignores
     `Body`; AWS::ApiGateway::Stage is not supported. The REST API is imported from `Body` when moto can
@@ -825,7 +857,7 @@ def fix_cfn_rest_api() -> None:
                 }
                 backend.put_rest_api(api.id, paths_only, mode="overwrite", fail_on_warnings=False)
             except Exception as error:
-                LOG.warning("moto could not import the OpenAPI body of %s: %r", resource_name, error)
+                LOG.info("moto could not import the OpenAPI body of %s: %r", resource_name, error)
         return api
 
     def create_stage(
@@ -972,6 +1004,7 @@ CORRECTIONS: tuple[Callable[[], None], ...] = (
     fix_ecs_run_task,
     fix_ecs_execute_command,
     fix_cfn_state_machine,
+    fix_cfn_task_definition,
     fix_cfn_rest_api,
     fix_cfn_unsupported_types,
     fix_presigned_sigv4,

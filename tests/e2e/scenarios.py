@@ -9,11 +9,13 @@ import pexpect
 
 from tests.e2e.local_stack import CLOUDIDE, Deployment
 
-PROMPT = "cloudide-e2e$ "
-
 
 class Shell:
-    """`cloudide attach` in a pseudo-terminal, as the user types into it."""
+    """`cloudide attach` in a pseudo-terminal, as the user types into it.
+
+    The shell runs inside tmux, which redraws the screen: a command's echo and its output arrive mixed
+    with cursor movements. So each check pipes the output through a marker the typed line does not
+    contain (`sed 's/^/uid=/'` prints `uid=1000`, which the echo of the command never shows)."""
 
     def __init__(self, deployment: Deployment, session_id: str) -> None:
         self.child = pexpect.spawn(
@@ -24,14 +26,15 @@ class Shell:
             timeout=30,
             dimensions=(40, 200),
         )
-        self.run(f"PS1='{PROMPT}'")
+        self.child.expect_exact("/workspace$ ")
 
-    def run(self, command: str) -> str:
-        """Type `command` and return what it printed before the next prompt."""
+    def check(self, command: str, label: str, expected: str) -> None:
+        """Run `command`; its first line of output, labelled, must be `expected`."""
+        self.child.sendline(f"{command} 2>&1 | head -1 | sed 's/^/{label}=/'")
+        self.child.expect_exact(f"{label}={expected}")
+
+    def type(self, command: str) -> None:
         self.child.sendline(command)
-        self.child.expect_exact(PROMPT)
-        self.child.expect_exact(PROMPT)
-        return str(self.child.before)
 
     def close(self) -> None:
         self.child.terminate(force=True)
@@ -48,9 +51,9 @@ def first_terminal(deployment: Deployment, *, project: str) -> dict[str, Any]:
     session = ready_session(deployment, projectId=project)
     shell = Shell(deployment, session["sessionId"])
     try:
-        assert shell.run("id -u").strip().splitlines()[-1] == "1000"
-        assert "hello" in shell.run("echo hello > note.txt && cat note.txt")
-        assert shell.run("pwd").strip().splitlines()[-1] == "/workspace"
+        shell.check("id -u", "uid", "1000")
+        shell.check("echo hello > note.txt && cat note.txt", "note", "hello")
+        shell.check("pwd", "cwd", "/workspace")
     finally:
         shell.close()
 

@@ -24,6 +24,24 @@ def run(sfn, definition, name=None):
     return execution, described
 
 
+TASK_DEFINITION_TEMPLATE = {
+    "Resources": {
+        "Definition": {
+            "Type": "AWS::ECS::TaskDefinition",
+            "Properties": {
+                "Family": "from-cfn",
+                "Cpu": "256",
+                "Memory": "512",
+                "NetworkMode": "awsvpc",
+                "RequiresCompatibilities": ["FARGATE"],
+                "TaskRoleArn": "arn:aws:iam::123456789012:role/task",
+                "ContainerDefinitions": [{"Name": "x", "Image": "i"}],
+            },
+        }
+    }
+}
+
+
 def main():
     seen = {}
     with mock_aws(config=SFN):
@@ -87,6 +105,11 @@ def main():
             seen["task_level_memory"] = "ok"
         except Exception as error:
             seen["task_level_memory"] = type(error).__name__
+        cfn = boto3.client("cloudformation", region_name="us-east-1")
+        cfn.create_stack(StackName="td", TemplateBody=json.dumps(TASK_DEFINITION_TEMPLATE))
+        arn = cfn.describe_stack_resources(StackName="td")["StackResources"][0]["PhysicalResourceId"]
+        described = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+        seen["cfn_task_definition"] = {k: described.get(k) for k in ("taskRoleArn", "cpu", "networkMode")}
     print(json.dumps(seen))
 
 

@@ -139,3 +139,18 @@ def test_run_task_client_token_exec_and_task_memory(raw: dict, plain: OfflineAws
     stopped = plain.ecs.set_task_status("c", first["taskArn"], "STOPPED", exit_code=137, stopped_reason="OOM")
     assert stopped["version"] == detail["version"] + 1 and stopped["containers"][0]["exitCode"] == 137
     assert stopped["stopCode"] == "EssentialContainerExited" and stopped["stoppedAt"].endswith("Z")
+
+
+def test_cfn_task_definitions_keep_their_role_size_and_network(raw: dict, plain: OfflineAws) -> None:
+    from tests.offline.raw_moto_probe import TASK_DEFINITION_TEMPLATE
+
+    assert raw["cfn_task_definition"] == {"taskRoleArn": None, "cpu": None, "networkMode": "bridge"}
+    cfn = plain.client("cloudformation")
+    cfn.create_stack(StackName="td", TemplateBody=json.dumps(TASK_DEFINITION_TEMPLATE))
+    arn = cfn.describe_stack_resources(StackName="td")["StackResources"][0]["PhysicalResourceId"]
+    described = plain.client("ecs").describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    assert (described["taskRoleArn"], described["cpu"], described["networkMode"]) == (
+        "arn:aws:iam::123456789012:role/task",
+        "256",
+        "awsvpc",
+    )

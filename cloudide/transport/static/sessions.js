@@ -83,6 +83,7 @@ window.cloudideSessions = (function () {
         if (sessions.some(function (s) { return !SETTLED.has(s.status); })) timer = setTimeout(refresh, POLL_MS);
       } catch (error) {
         say("could not list sessions: " + error.message);
+        timer = setTimeout(refresh, POLL_MS * 5);  // the API may be briefly unreachable: keep trying
       }
     }
 
