@@ -19,6 +19,9 @@ from cloudide.offline.stack import OfflineAws
 ROOT = Path(__file__).resolve().parents[2]
 # Fast timers for the sync agent: tests wait on pushes and pulls.
 FAST_SYNC = {"SYNC_POLL_SECONDS": "0.3", "SYNC_DEBOUNCE_SECONDS": "0.05", "SYNC_MAX_DELAY_SECONDS": "0.2"}
+# These tasks have no session record for the credentials function to vend against: the agent syncs on the
+# task role's own session. Vending through the local stack is proven end to end in tests/e2e.
+WITHOUT_VENDING = {"WORKSPACE_ACCESS_FUNCTION": ""}
 
 
 def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
@@ -160,7 +163,7 @@ def cluster(offline_server: OfflineAws, tmp_path: Path, monkeypatch: pytest.Monk
         stack.outputs["ClusterName"],
         state_dir=tmp_path / "tasks",
         time_scale=0.05,
-        extra_env=FAST_SYNC,
+        extra_env=FAST_SYNC | WITHOUT_VENDING,
     )
     runner.start()
     try:
