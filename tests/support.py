@@ -1,4 +1,4 @@
-"""The rule for tests that need a system tool.
+"""What every suite shares: the rule for tests that need a system tool, free ports, polling.
 
 A test that needs a tool (bubblewrap, tmux, chromium) calls :func:`require_tool`. On a developer's
 machine a missing tool skips the test with the reason; in CI (``CI=true``) `.ci/run` installs every
@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -25,3 +29,21 @@ def require_tool(name: str, why: str) -> str:
         pytest.fail(message)
     pytest.skip(message)
     raise AssertionError("unreachable")  # for type checkers: skip/fail raise
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll until `check` returns something truthy; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,12 @@ from typing import Any
 
 import boto3
 
+from tests.support import free_port
+
 CLOUDIDE = Path(sys.executable).with_name("cloudide")
 STARTUP_TIMEOUT_S = 120.0
 SHUTDOWN_TIMEOUT_S = 120.0
 TIME_SCALE = 0.05  # a 1-minute idle timeout passes in 3 s
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ApiError(AssertionError):

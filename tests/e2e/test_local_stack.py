@@ -48,24 +48,24 @@ def test_start_connect_work_stop_keeps_the_files(stack: RunningStack) -> None:
     assert_task_gone(stack, ended)
 
 
-def test_the_next_session_of_the_project_finds_the_files(stack: RunningStack) -> None:
-    first = ready_session(stack, projectId="carry-over")
-    shell = Shell(stack, first["sessionId"])
+def one_session(stack: RunningStack, project: str, command: str, label: str, expected: str) -> dict[str, Any]:
+    """Start a session of `project`, check one command in its terminal, stop it; the ended record."""
+    session = ready_session(stack, projectId=project)
+    shell = Shell(stack, session["sessionId"])
     try:
-        shell.check("echo kept > kept.txt && cat kept.txt", "wrote", "kept")
+        shell.check(command, label, expected)
     finally:
         shell.close()
-    stack.call("DELETE", f"/sessions/{first['sessionId']}")
-    stack.wait_status(first["sessionId"], "STOPPED")
+    stack.call("DELETE", f"/sessions/{session['sessionId']}")
+    return stack.wait_status(session["sessionId"], "STOPPED")
 
-    second = ready_session(stack, projectId="carry-over")
-    shell = Shell(stack, second["sessionId"])
-    try:
-        shell.check("cat kept.txt", "found", "kept")
-    finally:
-        shell.close()
-    stack.call("DELETE", f"/sessions/{second['sessionId']}")
-    assert_task_gone(stack, stack.wait_status(second["sessionId"], "STOPPED"))
+
+def test_the_next_session_of_the_project_finds_the_files(stack: RunningStack) -> None:
+    one_session(stack, "carry-over", "echo kept > kept.txt && cat kept.txt", "wrote", "kept")
+
+    ended = one_session(stack, "carry-over", "cat kept.txt", "found", "kept")
+
+    assert_task_gone(stack, ended)
 
 
 def test_an_idle_session_stops_by_itself(stack: RunningStack) -> None:

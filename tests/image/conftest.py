@@ -5,11 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,26 +21,10 @@ from moto.server import ThreadedMotoServer
 from workspace_sync.agent import SyncAgent
 from workspace_sync.config import SyncConfig
 
+from tests.support import eventually, free_port
+
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "projects/p-1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    """Poll until ``check`` returns something truthy; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
 
 
 @pytest.fixture(scope="session")

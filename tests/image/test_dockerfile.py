@@ -12,7 +12,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from .conftest import REPO, eventually
+from tests.support import eventually
+
+from .conftest import REPO
 from .test_shell_wrapper import PROBE
 
 IMAGE_DIR = REPO / "terminal_image"

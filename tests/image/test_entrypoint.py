@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import bucket_tree, eventually, key
+from tests.support import eventually
+
+from .conftest import bucket_tree, key
 from .sandbox import Sandbox
 
 pytestmark = pytest.mark.sandbox

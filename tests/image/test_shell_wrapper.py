@@ -11,7 +11,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from .conftest import eventually
+from tests.support import eventually
+
 from .sandbox import Sandbox
 
 pytestmark = [

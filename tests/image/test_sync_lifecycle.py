@@ -14,7 +14,9 @@ import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
-from .conftest import AgentProcess, bucket_tree, eventually, key, local_files, sha
+from tests.support import eventually
+
+from .conftest import AgentProcess, bucket_tree, key, local_files, sha
 
 
 def _hashes(tree: dict[str, bytes]) -> dict[str, str]:

@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .conftest import bucket_tree, eventually, key
+from tests.support import eventually
+
+from .conftest import bucket_tree, key
 
 
 def test_local_create_edit_delete_and_empty_dirs_are_pushed(

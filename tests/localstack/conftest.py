@@ -4,8 +4,7 @@ local task runner on its cluster. Tasks are started with the RunTask call the co
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from sessions.ecs_tasks import TASK_GROUP
 
 from cloudide.localstack.runner import LocalTaskRunner
 from cloudide.offline.stack import OfflineAws
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 # Fast timers for the sync agent: tests wait on pushes and pulls.
@@ -22,18 +22,6 @@ FAST_SYNC = {"SYNC_POLL_SECONDS": "0.3", "SYNC_DEBOUNCE_SECONDS": "0.05", "SYNC_
 # These tasks have no session record for the credentials function to vend against: the agent syncs on the
 # task role's own session. Vending through the local stack is proven end to end in tests/e2e.
 WITHOUT_VENDING = {"WORKSPACE_ACCESS_FUNCTION": ""}
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll until `check` returns something truthy; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ from cloudide.localstack.sandbox import (
     SandboxError,
     SandboxHost,
 )
-from tests.support import require_tool
+from tests.support import eventually, require_tool
 
-from .conftest import eventually, members, pid_namespace
+from .conftest import members, pid_namespace
 
 pytestmark = pytest.mark.sandbox
 
