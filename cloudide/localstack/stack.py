@@ -158,9 +158,12 @@ class LocalStack:
         with self._step("ECS Exec peer (SSM data channel)"):
             self.peer = LocalPeer()
             await self.peer.start()
-        with self._step("REST API"):
+        with self._step("REST API"), _listening("the REST API", self.config.host, self.config.api_port):
             self.rest_api = RestApiServer(self._rest_api(), self.config.host, self.config.api_port).start()
-        with self._step("browser gateway"):
+        with (
+            self._step("browser gateway"),
+            _listening("the page", self.config.host, self.config.gateway_port),
+        ):
             self.gateway = Gateway(
                 api_connector_factory(self.rest_api.url),
                 host=self.config.host,
@@ -293,3 +296,15 @@ class LocalStack:
         self._say(f"{what} ...")
         yield
         self._say(f"  done in {time.monotonic() - started:.1f} s")
+
+
+@contextmanager
+def _listening(what: str, host: str, port: int) -> Iterator[None]:
+    """A taken port is the usual reason a start fails: say which one, and how to choose another."""
+    try:
+        yield
+    except OSError as error:
+        raise OSError(
+            f"cannot listen on {host}:{port} for {what} ({error.strerror or error}); "
+            "choose other ports with --api-port / --gateway-port"
+        ) from error
