@@ -19,7 +19,6 @@ import statistics
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -37,16 +36,24 @@ class Timeline:
     def __init__(self) -> None:
         self.marks: dict[tuple[str, str], float] = {}
 
-    def wrap(self, report: Callable[..., Any]) -> Callable[..., Any]:
-        def recorded(cluster: str, task_arn: str, last_status: str, **changes: Any) -> Any:
+    def watch(self, ecs: Any) -> None:
+        """Record the runner's reports: task statuses, and the exec agent's readiness."""
+        report, set_agent_status = ecs.report, ecs.set_agent_status
+
+        def reported(cluster: str, task_arn: str, last_status: str, **changes: Any) -> Any:
             result = report(cluster, task_arn, last_status, **changes)
-            now = time.monotonic()
-            self.marks.setdefault((task_arn, last_status), now)
+            self.marks.setdefault((task_arn, last_status), time.monotonic())
             if changes.get("agent_status") == "RUNNING":
-                self.marks.setdefault((task_arn, "AGENT"), now)
+                self.marks.setdefault((task_arn, "AGENT"), time.monotonic())
             return result
 
-        return recorded
+        def agent(cluster: str, task_arn: str, agent_status: str) -> Any:
+            result = set_agent_status(cluster, task_arn, agent_status)
+            if agent_status == "RUNNING":
+                self.marks.setdefault((task_arn, "AGENT"), time.monotonic())
+            return result
+
+        ecs.report, ecs.set_agent_status = reported, agent
 
     def sandbox_seconds(self, task_arn: str) -> float:
         return self.marks[(task_arn, "AGENT")] - self.marks[(task_arn, "PENDING")]
@@ -155,7 +162,7 @@ def run() -> dict[str, Any]:
     timeline = Timeline()
     with TemporaryDirectory(prefix="cloudide-bench-") as state, BackgroundStack(Path(state)) as stack:
         assert stack.aws is not None and stack.endpoints is not None and stack.runner is not None
-        stack.aws.ecs.report = timeline.wrap(stack.aws.ecs.report)  # type: ignore[method-assign]
+        timeline.watch(stack.aws.ecs)
         api = stack.endpoints.api
         time.sleep(1.0)
         rss_idle = _rss_mb(os.getpid())
