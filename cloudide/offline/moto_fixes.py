@@ -71,6 +71,8 @@ class Settings:
     stream_url_factory: StreamUrlFactory = default_stream_url
     code_folders: dict[str, Path] = field(default_factory=dict)  # placeholder S3 key -> CodeUri folder
     run_task_faults: deque[RunTaskFault] = field(default_factory=deque)
+    # function name -> how many of its next invocations fail before the handler runs
+    function_failures: dict[str, int] = field(default_factory=dict)
     stop_task_listeners: list[Callable[[Any], None]] = field(default_factory=list)
 
 
@@ -451,6 +453,9 @@ def invoke_in_process(function: Any, event: Any) -> tuple[Any, bool]:
     }
     with _HANDLER_LOCK, _environment(overlay):
         try:
+            if SETTINGS.function_failures.get(function.function_name, 0) > 0:
+                SETTINGS.function_failures[function.function_name] -= 1
+                raise RuntimeError("injected function failure (cloudide.offline function_failures)")
             return _load_handler(folder, function.handler)(event, context), False
         except Exception as error:
             LOG.info("handler %s raised %r", function.handler, error)
@@ -461,11 +466,29 @@ def invoke_in_process(function: Any, event: Any) -> tuple[Any, bool]:
             }, True
 
 
+ASYNC_RETRY_DELAYS = (60.0, 120.0)
+"""Lambda retries a failed asynchronous invocation twice (the default MaximumRetryAttempts), about one
+and then two minutes later; scaled by `SETTINGS.wait_scale` like every other wait offline."""
+
+
+def _invoke_async(function: Any, event: Any) -> None:
+    _, errored = invoke_in_process(function, event)
+    for delay in ASYNC_RETRY_DELAYS:
+        if not errored:
+            return
+        time.sleep(delay * SETTINGS.wait_scale)
+        _, errored = invoke_in_process(function, event)
+    if errored:
+        LOG.error("asynchronous invocation of %s failed after its retries", function.function_name)
+
+
 def fix_lambda_invoke() -> None:
     """Without Docker, moto's Lambda invoke never runs the handler. This runs functions whose code is a
     harness placeholder (`SETTINGS.code_folders`, filled by `cloudide.offline.sam`) in this process; a
     raised exception becomes an `Unhandled` function error with `{errorType, errorMessage}`, so Step
-    Functions sees `errorType` as the error name, as on AWS. Other functions keep moto's behaviour.
+    Functions sees `errorType` as the error name, as on AWS. An asynchronous (`Event`) invocation
+    returns at once and runs on its own thread with Lambda's two retries (`ASYNC_RETRY_DELAYS`); moto
+    would run it once, inline. Other functions keep moto's behaviour.
     Not a moto bug (moto would need Docker): permanent for Docker-less machines."""
     from moto.awslambda.models import LambdaFunction
 
@@ -475,7 +498,11 @@ def fix_lambda_invoke() -> None:
     def invoke(self: Any, body: str, request_headers: Any, response_headers: Any) -> str | bytes:
         if (self.code or {}).get("S3Key") not in SETTINGS.code_folders:
             return original(self, body, request_headers, response_headers)  # type: ignore[no-any-return]
-        payload, errored = invoke_in_process(self, json.loads(body) if body else {})
+        event = json.loads(body) if body else {}
+        if request_headers.get("x-amz-invocation-type") == "Event":
+            threading.Thread(target=_invoke_async, args=(self, event), daemon=True).start()
+            return b""
+        payload, errored = invoke_in_process(self, event)
         if errored:
             response_headers["x-amz-function-error"] = "Unhandled"
         return json.dumps(payload, default=str).encode()

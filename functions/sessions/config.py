@@ -59,6 +59,10 @@ class Settings(BaseModel):
     # How long the watch step polls DescribeTasks for the exec agent before handing back to the
     # workflow's Retry (each retry is a billed state transition; a short poll saves most of them).
     agent_poll_seconds: float = Field(6.0, ge=0, validation_alias="AGENT_POLL_SECONDS")
+    # The reconciler leaves alone anything younger than this (a session still starting, an event in flight)
+    # and makes at most this many repairs per run (the rest wait for the next run).
+    reconciler_grace_seconds: int = Field(120, ge=0, validation_alias="RECONCILER_GRACE_SECONDS")
+    reconciler_max_repairs: int = Field(100, ge=1, validation_alias="RECONCILER_MAX_REPAIRS")
 
     model_config = {"populate_by_name": True}
 
