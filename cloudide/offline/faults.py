@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.awsrequest import AWSResponse
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 
 @dataclass
@@ -45,12 +45,14 @@ class _Body:
 
 def _response(request: Any, service: str, fault: Fault) -> AWSResponse:
     message = f"{fault.code} (injected by cloudide.offline.faults)"
+    headers = HTTPHeaders()
     if service == "s3":  # REST-XML
         body = f"<Error><Code>{fault.code}</Code><Message>{message}</Message></Error>".encode()
-        headers = {"Content-Type": "application/xml"}
+        headers["Content-Type"] = "application/xml"
     else:  # the JSON protocols: the error code in `__type` and in the header REST-JSON services read
         body = json.dumps({"__type": fault.code, "message": message}).encode()
-        headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": fault.code}
+        headers["Content-Type"] = "application/x-amz-json-1.1"
+        headers["x-amzn-ErrorType"] = fault.code
     return AWSResponse(request.url, fault.status, headers, _Body(body))
 
 
@@ -122,7 +124,7 @@ def install() -> AwsFaults:
             def __call__(self: Any, event_name: str, request: Any, **kwargs: Any) -> AWSResponse | None:
                 if self.enabled and (injected := FAULTS.answer(event_name, request)) is not None:
                     return injected
-                return original(self, event_name, request, **kwargs)  # type: ignore[no-any-return]
+                return original(self, event_name, request, **kwargs)
 
             BotocoreStubber.__call__ = __call__  # type: ignore[method-assign]
             BotocoreStubber._cloudide_faults = True  # type: ignore[attr-defined]

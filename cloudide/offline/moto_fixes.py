@@ -284,6 +284,40 @@ def fix_execution_context() -> None:
         execution_module.Execution.get_start_execution_details = get_start_execution_details
 
 
+def fix_stop_execution() -> None:
+    """moto's StopExecution marks the program stopped but leaves a `.waitForTaskToken` task waiting for
+    its callback (until its timeout, possibly hours): the execution stays RUNNING, and when the wait
+    ends the timeout is reported as a failure (FAILED). On AWS the execution is ABORTED at once. This
+    wakes the waiting callbacks and keeps the status ABORTED. Delete when moto's Execution.stop does."""
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.backend import execution as execution_module
+
+    cls = execution_module.Execution
+    original_stop = cls.__dict__.get("_cloudide_original_stop", cls.stop)
+    cls._cloudide_original_stop = original_stop
+
+    def stop(self: Any, stop_date: dt.datetime, error: str | None, cause: str | None) -> None:
+        original_stop(self, stop_date, error, cause)
+        if self.exec_worker is None or self.exec_status != ExecutionStatus.RUNNING:
+            return
+        self.exec_status, self.stop_date, self._cloudide_aborted = ExecutionStatus.ABORTED, stop_date, True
+        for endpoint in list(self.exec_worker.env.callback_pool_manager._pool.values()):
+            endpoint.interrupt_all()
+
+    cls.stop = stop
+    communication = execution_module.BaseExecutionWorkerCommunication
+    original_reflect = communication.__dict__.get(
+        "_cloudide_original_reflect", communication._reflect_execution_status
+    )
+    communication._cloudide_original_reflect = original_reflect
+
+    def _reflect_execution_status(self: Any) -> None:
+        if not getattr(self.execution, "_cloudide_aborted", False):
+            original_reflect(self)
+
+    communication._reflect_execution_status = _reflect_execution_status
+
+
 def _iso_z(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -954,6 +988,7 @@ CORRECTIONS: tuple[Callable[[], None], ...] = (
     fix_indexed_json_path,
     fix_execution_context,
     fix_callback_heartbeat,
+    fix_stop_execution,
     fix_time_scale,
     fix_lambda_invoke,
     fix_eventbridge_targets,

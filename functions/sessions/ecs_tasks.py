@@ -131,9 +131,9 @@ class EcsTasks:
 
     def running_product_tasks(self) -> Iterator[TaskView]:
         """Every task of this product the cluster still means to run, whoever started it and whenever."""
-        # ListTasks' default desiredStatus is RUNNING: tasks already asked to stop are on their way out.
+        # Tasks already asked to stop (desiredStatus STOPPED) are on their way out.
         paginator = self._client.get_paginator("list_tasks")
-        for page in paginator.paginate(cluster=self._settings.cluster):
+        for page in paginator.paginate(cluster=self._settings.cluster, desiredStatus="RUNNING"):
             arns = page.get("taskArns", [])
             for start in range(0, len(arns), _DESCRIBE_BATCH):
                 described = self._client.describe_tasks(
@@ -143,7 +143,7 @@ class EcsTasks:
                     if task.get("group") == TASK_GROUP:
                         yield self._view(task)
 
-    def _view(self, task: dict[str, Any]) -> TaskView:
+    def _view(self, task: Any) -> TaskView:
         container = next(
             (c for c in task.get("containers", []) if c.get("name") == self._settings.container_name),
             (task.get("containers") or [{}])[0],

@@ -22,7 +22,7 @@ for the next run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from sessions import clock
@@ -81,7 +81,7 @@ class Reconciler:
         self._max_repairs = max_repairs
 
     def run(self, now: datetime | None = None) -> Report:
-        now = now or clock.now()
+        now = now or datetime.now(UTC)  # not clock.now(): grace is measured below the second
         report = Report()
         tasks = list(self._tasks.running_product_tasks())
         live = self._store.list_live()

@@ -97,7 +97,7 @@ class SessionStore:
         while True:
             page = self._table.query(**query)
             for key in page.get("Items", []):
-                session = self.get(key["sessionId"])
+                session = self.get(str(key["sessionId"]))
                 if session is not None and session.status.is_live:
                     sessions.append(session)
             if "LastEvaluatedKey" not in page:

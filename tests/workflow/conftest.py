@@ -19,7 +19,7 @@ from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
 from sessions.ecs_tasks import EcsTasks
 from sessions.lifecycle import Lifecycle
-from sessions.record import Session, Status
+from sessions.record import Session, Status, WaitingFor
 from sessions.store import SessionStore
 
 from cloudide.offline import faults, invariants, moto_fixes
@@ -79,6 +79,15 @@ class Offline:
                     f"session still {session.status} ({session.status_reason}), wanted {statuses}"
                 )
             time.sleep(0.05)
+
+    def wait_parked(self, session_id: str, waiting_for: WaitingFor, timeout: float = 20) -> Session:
+        """Until the workflow has parked its callback token for `waiting_for` on the record."""
+        deadline = time.monotonic() + timeout
+        while (session := self.store.require(session_id)).waiting_for is not waiting_for:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no token parked for {waiting_for} (session {session.status})")
+            time.sleep(0.05)
+        return session
 
     def wait_execution(self, execution_arn: str, timeout: float = 30) -> dict[str, Any]:
         sfn = self.aws.client("stepfunctions")

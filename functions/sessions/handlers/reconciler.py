@@ -6,35 +6,21 @@ continuous series; so are the live sessions and running tasks the run saw (the "
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sessions.observability import logger, metrics, tracer
-from sessions.reconciler import Reconciler, Repair
-from sessions.wiring import Components, components
-from sessions.workflows import Workflows
-
-
-@cache
-def _reconciler(c: Components) -> Reconciler:
-    return Reconciler(
-        c.store,
-        c.tasks,
-        c.lifecycle,
-        Workflows(c.settings.state_machine_arn),
-        grace_seconds=c.settings.reconciler_grace_seconds,
-        max_repairs=c.settings.reconciler_max_repairs,
-    )
+from sessions.reconciler import Repair
+from sessions.wiring import components
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    report = _reconciler(components()).run()
+    report = components().reconciler.run()
     for kind in Repair:
         metrics.add_metric(name=kind.value, unit=MetricUnit.Count, value=report.count(kind))
     metrics.add_metric(name="LiveSessions", unit=MetricUnit.Count, value=report.live_sessions)
