@@ -67,6 +67,7 @@ def test_a_task_without_a_live_session_is_stopped(offline: Offline) -> None:
     ended_sessions_task = _run_stray_task(offline, session.session_id)
     unknown_task = _run_stray_task(offline, "no-such-session")
     time.sleep(GRACE)
+    assert len(offline.violations()) == 2, "the invariant check sees both leaks"
 
     report = offline.reconcile()
 

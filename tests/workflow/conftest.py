@@ -39,6 +39,8 @@ class Offline:
     fargate: FakeFargate
     table_name: str
     created: list[str] = field(default_factory=list)  # sessions this test made: the invariants' scope
+    # Workspaces a sync agent kept for this test (S3 key prefix -> local root): their files must be in S3.
+    workspaces: dict[str, Path] = field(default_factory=dict)
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -46,10 +48,12 @@ class Offline:
         settings = Settings(SESSIONS_TABLE=self.table_name, CLUSTER_ARN=self.cluster)
         return Lifecycle(settings, self.store, EcsTasks(settings), WorkflowCallbacks())
 
-    def new_session(self, *, idle_seconds: int = 3600, lifetime_seconds: int = 12 * 3600) -> Session:
+    def new_session(
+        self, *, idle_seconds: int = 3600, lifetime_seconds: int = 12 * 3600, project_id: str = "demo"
+    ) -> Session:
         session = Session.new(
             owner_id="user-1",
-            project_id="demo",
+            project_id=project_id,
             image="base",
             tier="small",
             idle_timeout_seconds=idle_seconds,
@@ -126,13 +130,20 @@ class Offline:
         assert "FunctionError" not in response, payload
         return dict(payload)
 
-    def check_invariants(self) -> None:
-        """The one invariant check every workflow and fault test ends with (cloudide.offline.invariants),
-        over every session this test made and every task in the cluster."""
+    def violations(self) -> list[str]:
+        """The invariants (cloudide.offline.invariants) over every session this test made, every task in
+        the cluster and every workspace a sync agent kept, as they stand now."""
         table = self.aws.session().resource("dynamodb").Table(self.table_name)
-        problems = invariants.wait_for(
-            lambda: invariants.session_violations(self.aws.client("ecs"), self.cluster, table, self.created)
-        )
+        problems = invariants.session_violations(self.aws.client("ecs"), self.cluster, table, self.created)
+        bucket = self.aws.stack.outputs["WorkspaceBucketName"] if self.aws.stack else ""
+        for prefix, root in self.workspaces.items():
+            saved = invariants.saved_files(root)
+            problems += invariants.missing_files(self.aws.client("s3"), bucket, prefix, saved)
+        return problems
+
+    def check_invariants(self) -> None:
+        """The one invariant check every workflow and fault test ends with, once things have settled."""
+        problems = invariants.wait_for(self.violations)
         assert not problems, problems
 
     def assert_invariants(self, session_id: str) -> Session:
