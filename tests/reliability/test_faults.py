@@ -11,8 +11,8 @@ from sessions.reconciler import Repair
 from sessions.record import Status, WaitingFor
 
 from cloudide.offline import moto_fixes
-from cloudide.offline.faults import FAULTS
 from cloudide.offline.fargate import TaskScript
+from cloudide.offline.faults import FAULTS
 from tests.workflow.conftest import Offline
 
 GRACE = 1.1  # just past the test stack's ReconcilerGraceSeconds
