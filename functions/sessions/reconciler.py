@@ -21,13 +21,19 @@ for the next run.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import partial
+
+from botocore.exceptions import ClientError
 
 from sessions import clock
 from sessions.ecs_tasks import EcsTasks, TaskView
 from sessions.lifecycle import Lifecycle, TaskFacts
+from sessions.observability import logger
 from sessions.record import Session, Status
 from sessions.store import SessionStore
 from sessions.workflows import Execution, Workflows
@@ -52,6 +58,7 @@ class Report:
     running_tasks: int = 0
     live_sessions: int = 0
     repairs: list[tuple[Repair, str]] = field(default_factory=list)  # (kind, task ARN or session id)
+    failures: int = 0  # checks an AWS error interrupted; the next run tries them again
     truncated: bool = False  # the run hit max_repairs; the next run continues
 
     def count(self, kind: Repair) -> int:
@@ -87,31 +94,46 @@ class Reconciler:
         live = self._store.list_live()
         executions = self._workflows.running()
         report.running_tasks, report.live_sessions = len(tasks), len(live)
+        live_by_id = {s.session_id: s for s in live}
+        running_arns = {task.task_arn for task in tasks}
+        checks: list[tuple[str, Callable[[], None]]] = [
+            *((t.task_arn, partial(self._stop_if_orphan, t, live_by_id, now, report)) for t in tasks),
+            *(
+                (s.session_id, partial(self._check_session, s, running_arns, executions, now, report))
+                for s in live
+                if self._settled(s.created_at, now)
+            ),
+            *((e.session_id, partial(self._check_execution, e, now, report)) for e in executions.values()),
+        ]
         try:
-            self._stop_orphan_tasks(tasks, {s.session_id: s for s in live}, now, report)
-            running_arns = {task.task_arn for task in tasks}
-            for session in live:
-                if self._settled(session.created_at, now):
-                    self._check_session(session, running_arns, executions, now, report)
-            for execution in executions.values():
-                self._check_execution(execution, now, report)
+            for subject, check in checks:
+                with self._isolated(subject, report):
+                    check()
         except _Budget:
             report.truncated = True
         return report
 
+    @contextmanager
+    def _isolated(self, subject: str, report: Report) -> Iterator[None]:
+        """One thing that cannot be checked now (throttled, say) must not stop the run's other repairs."""
+        try:
+            yield
+        except ClientError as error:
+            report.failures += 1
+            logger.warning("reconciler check failed", extra={"subject": subject, "error": str(error)})
+
     # Checks ------------------------------------------------------------------------------------------
 
-    def _stop_orphan_tasks(
-        self, tasks: list[TaskView], live: dict[str, Session], now: datetime, report: Report
+    def _stop_if_orphan(
+        self, task: TaskView, live: dict[str, Session], now: datetime, report: Report
     ) -> None:
-        for task in tasks:
-            if not self._settled(task.created_at, now) or self._owned(task, live.get(task.session_id or "")):
-                continue
-            # The liveness index is eventually consistent: only a consistent read may condemn a task.
-            if task.session_id and self._owned(task, self._store.get(task.session_id)):
-                continue
-            self._tasks.stop(task.task_arn, ORPHAN_REASON)
-            self._repaired(report, Repair.ORPHAN_TASK_STOPPED, task.task_arn)
+        if not self._settled(task.created_at, now) or self._owned(task, live.get(task.session_id or "")):
+            return
+        # The liveness index is eventually consistent: only a consistent read may condemn a task.
+        if task.session_id and self._owned(task, self._store.get(task.session_id)):
+            return
+        self._tasks.stop(task.task_arn, ORPHAN_REASON)
+        self._repaired(report, Repair.ORPHAN_TASK_STOPPED, task.task_arn)
 
     @staticmethod
     def _owned(task: TaskView, session: Session | None) -> bool:

@@ -27,10 +27,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     metrics.add_metric(name="RunningTasks", unit=MetricUnit.Count, value=report.running_tasks)
     for kind, subject in report.repairs:
         logger.warning("repaired", extra={"repair": kind.value, "subject": subject})
+    metrics.add_metric(name="ReconcilerCheckFailures", unit=MetricUnit.Count, value=report.failures)
     logger.info("reconciled", extra={"repairs": len(report.repairs), "truncated": report.truncated})
     return {
         "repairs": [{"kind": kind.value, "subject": subject} for kind, subject in report.repairs],
         "liveSessions": report.live_sessions,
         "runningTasks": report.running_tasks,
+        "failures": report.failures,
         "truncated": report.truncated,
     }
