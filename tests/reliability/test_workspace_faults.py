@@ -5,10 +5,10 @@ SIGTERM where ECS would. The invariant check then also requires every saved file
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -23,33 +23,36 @@ from tests.workflow.conftest import Offline
 FLUSH_DEADLINE_SECONDS = 20
 
 
+@dataclass(frozen=True)
+class Terminal:
+    session: Session  # READY, its workflow watching
+    execution: str
+    root: Path  # the workspace its sync agent keeps
+
+
 @pytest.fixture
-def terminal(offline: Offline, tmp_path: Path) -> Iterator[Callable[[Session], Path]]:
-    """Start a session's container: its sync agent keeps a workspace, flushing it on SIGTERM."""
-    agents: list[InProcessAgent] = []
-
-    def start(session: Session) -> Path:
-        root = tmp_path / session.session_id
-        prefix = workspace_prefix(session).rstrip("/")
-        env = {
-            "WORKSPACE_BUCKET": offline.aws.stack.outputs["WorkspaceBucketName"] if offline.aws.stack else "",
-            "WORKSPACE_PREFIX": prefix,
-            "SESSION_ID": session.session_id,
-            "WORKSPACE_DIR": str(root),
-            "SYNC_POLL_SECONDS": "0.3",
-            "SYNC_DEBOUNCE_SECONDS": "0.05",
-            "SYNC_FLUSH_DEADLINE_SECONDS": str(FLUSH_DEADLINE_SECONDS),
-        }
-        agent = InProcessAgent(env, boto3.client("s3")).start()
-        agents.append(agent)
-        offline.workspaces[prefix] = root
-        offline.fargate.on_sigterm = lambda _arn: agent.stop()
-        return root
-
-    yield start
-    for agent in agents:
-        if agent.exit_code is None:
-            agent.stop()
+def terminal(offline: Offline, tmp_path: Path) -> Iterator[Terminal]:
+    """A watched session with a workspace of its own, whose container's sync agent flushes on SIGTERM."""
+    session = offline.new_session(project_id=f"project-{uuid.uuid4().hex[:8]}")
+    execution = offline.start(session)
+    ready = offline.wait_parked(session.session_id, WaitingFor.STOP)
+    root = tmp_path / "workspace"
+    prefix = workspace_prefix(ready).rstrip("/")
+    env = {
+        "WORKSPACE_BUCKET": offline.aws.stack.outputs["WorkspaceBucketName"] if offline.aws.stack else "",
+        "WORKSPACE_PREFIX": prefix,
+        "SESSION_ID": ready.session_id,
+        "WORKSPACE_DIR": str(root),
+        "SYNC_POLL_SECONDS": "0.3",
+        "SYNC_DEBOUNCE_SECONDS": "0.05",
+        "SYNC_FLUSH_DEADLINE_SECONDS": str(FLUSH_DEADLINE_SECONDS),
+    }
+    agent = InProcessAgent(env, boto3.client("s3")).start()
+    offline.workspaces[prefix] = root
+    offline.fargate.on_sigterm = lambda _arn: agent.stop()
+    yield Terminal(ready, execution, root)
+    if agent.exit_code is None:
+        agent.stop()
 
 
 def _save(root: Path, names: range) -> None:
@@ -58,21 +61,15 @@ def _save(root: Path, names: range) -> None:
         (root / f"src/file{i}.py").write_text(f"print({i})\n")
 
 
-def test_spot_interruption_flushes_the_workspace_and_says_spot(
-    offline: Offline, terminal: Callable[[Session], Path]
-) -> None:
+def test_spot_interruption_flushes_the_workspace_and_says_spot(offline: Offline, terminal: Terminal) -> None:
     # Given a READY session whose user has saved files
-    session = offline.new_session(project_id=f"project-{uuid.uuid4().hex[:8]}")  # a workspace of its own
-    execution = offline.start(session)
-    ready = offline.wait_parked(session.session_id, WaitingFor.STOP)
-    assert ready.task_arn
-    root = terminal(ready)
-    _save(root, range(40))
+    assert terminal.session.task_arn
+    _save(terminal.root, range(40))
     # When Fargate Spot reclaims the capacity (SIGTERM, the flush, then STOPPED)
-    offline.fargate.interrupt_spot(ready.task_arn)
+    offline.fargate.interrupt_spot(terminal.session.task_arn)
     # Then the session ends STOPPED saying Spot, and every saved file is in S3
-    assert offline.wait_execution(execution)["status"] == "SUCCEEDED"
-    ended = offline.assert_invariants(session.session_id)
+    assert offline.wait_execution(terminal.execution)["status"] == "SUCCEEDED"
+    ended = offline.assert_invariants(terminal.session.session_id)
     assert (ended.status, ended.status_reason) == (
         Status.STOPPED,
         "Fargate Spot reclaimed the capacity (SpotInterruption); the workspace was flushed",
@@ -81,23 +78,20 @@ def test_spot_interruption_flushes_the_workspace_and_says_spot(
 
 
 def test_s3_unavailable_during_the_final_flush_for_less_than_the_deadline(
-    offline: Offline, terminal: Callable[[Session], Path]
+    offline: Offline, terminal: Terminal
 ) -> None:
     # Given a READY session, and S3 down while the user saves the last files
-    session = offline.new_session(project_id=f"project-{uuid.uuid4().hex[:8]}")  # a workspace of its own
-    execution = offline.start(session)
-    ready = offline.wait_parked(session.session_id, WaitingFor.STOP)
-    root = terminal(ready)
-    _save(root, range(10))
+    _save(terminal.root, range(10))
     outage = FAULTS.inject("s3", code="SlowDown", status=503, times=None)
-    _save(root, range(10, 30))
+    _save(terminal.root, range(10, 30))
     # When the user stops the session (SIGTERM: the final flush starts while S3 is still down)
-    offline.lifecycle.request_stop(session.session_id, "user")
+    offline.lifecycle.request_stop(terminal.session.session_id, "user")
     time.sleep(2)
     hits_during_flush = outage.hits
-    threading.Timer(0, FAULTS.remove, args=(outage,)).start()  # S3 comes back, well within the deadline
+    FAULTS.remove(outage)  # S3 comes back, well within the flush deadline
     # Then the flush retries until S3 answers, the session stops normally and nothing is lost
-    assert offline.wait_execution(execution, timeout=FLUSH_DEADLINE_SECONDS + 10)["status"] == "SUCCEEDED"
+    timeout = FLUSH_DEADLINE_SECONDS + 10
+    assert offline.wait_execution(terminal.execution, timeout=timeout)["status"] == "SUCCEEDED"
     assert hits_during_flush > 0, "the flush met the outage"
-    ended = offline.assert_invariants(session.session_id)
+    ended = offline.assert_invariants(terminal.session.session_id)
     assert (ended.status, ended.status_reason, ended.exit_code) == (Status.STOPPED, "stopped by user", 0)
