@@ -31,6 +31,7 @@ from sessions.ecs_tasks import EcsTasks
 from sessions.lifecycle import Lifecycle
 from sessions.record import Session, WaitingFor
 from sessions.store import SessionStore
+from sessions.workflows import Workflows
 
 from cloudide.offline import faults, invariants, moto_fixes
 from cloudide.offline.fargate import FakeFargate, TaskScript
@@ -81,6 +82,8 @@ class _Soak:
         self.task_events = aws.stack.physical_id("TaskEventsFunction")
         self.reconciler = aws.stack.physical_id("ReconcilerFunction")
         self.repairs: Counter[str] = Counter()
+        self.fault_of: dict[str, str] = {}
+        self.workflows = Workflows(self.outputs["StateMachineArn"])
         self._lock = threading.Lock()
 
     # The schedule of one session ---------------------------------------------------------------------
@@ -97,6 +100,7 @@ class _Soak:
             )
         )
         sid = session.session_id
+        self.fault_of[sid] = fault
         if fault == "crash during start":
             self.fargate.scripts[sid] = TaskScript(crash_on_start=True)
         elif fault == "lost STOPPED event":
@@ -200,7 +204,8 @@ class _Soak:
         problems = invariants.session_violations(self.aws.client("ecs"), self.cluster, table, session_ids)
         still_live = [s for s in map(self.store.require, session_ids) if s.status.is_live]
         return problems + [
-            f"session {s.session_id} is still {s.status.value} ({s.status_reason}) after its schedule ended it"
+            f"session {s.session_id} ({self.fault_of.get(s.session_id)}) is still {s.status.value}"
+            f" ({s.status_reason}) after its schedule ended it; workflow {self.workflows.outcome(s.session_id)}"
             for s in still_live
         ]
 
@@ -289,6 +294,7 @@ def run() -> dict[str, Any]:
         "soak_seconds": result.seconds,
         "soak_faults": dict(sorted(result.faults.items())),
         "invariant_violations": len(result.violations),
+        "invariant_violation_details": result.violations,
         "reconciler_repairs": sum(result.repairs.values()),
         "reconciler_repairs_by_kind": dict(sorted(result.repairs.items())),
         "max_orphan_lifetime_s": max_orphan_lifetime_seconds(),

@@ -45,6 +45,7 @@ class FakeFargate:
     on_sigterm: Callable[[str], int] | None = None
     seen: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _changing: threading.Lock = field(default_factory=threading.Lock)  # one status change at a time
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
@@ -91,10 +92,11 @@ class FakeFargate:
 
     def _report_unless_stopping(self, arn: str, last_status: str, **changes: Any) -> bool:
         """A task asked to stop while it starts goes to STOPPED (the stop path reports it), never on."""
-        if self.aws.ecs.task(self.cluster, arn).desired_status == "STOPPED":
-            return False
-        self.aws.ecs.report(self.cluster, arn, last_status, **changes)
-        return True
+        with self._changing:
+            if self.aws.ecs.task(self.cluster, arn).desired_status == "STOPPED":
+                return False
+            self.aws.ecs.report(self.cluster, arn, last_status, **changes)
+            return True
 
     def _on_stop_task(self, task: Any) -> None:
         self._spawn(self._stop_task, task.task_arn, self._script_for(task.task_arn))
@@ -102,13 +104,14 @@ class FakeFargate:
     def _stop_task(self, arn: str, script: TaskScript) -> None:
         time.sleep(script.stop_delay)
         exit_code = self._sigterm(arn)
-        detail = self.aws.ecs.set_task_status(
-            self.cluster,
-            arn,
-            "STOPPED",
-            stop_code="UserInitiated",  # stoppedReason stays what StopTask said, as on ECS
-            exit_code=exit_code,
-        )
+        with self._changing:
+            detail = self.aws.ecs.set_task_status(
+                self.cluster,
+                arn,
+                "STOPPED",
+                stop_code="UserInitiated",  # stoppedReason stays what StopTask said, as on ECS
+                exit_code=exit_code,
+            )
         if script.stop_event:
             self.aws.ecs.put_task_event(detail)
 
@@ -126,4 +129,5 @@ class FakeFargate:
 
     def crash(self, arn: str, **changes: Any) -> dict[str, Any]:
         """The task dies on its own (OOM, Spot interruption, ...): emit its STOPPED event."""
-        return self.aws.ecs.report(self.cluster, arn, "STOPPED", **changes)
+        with self._changing:
+            return self.aws.ecs.report(self.cluster, arn, "STOPPED", **changes)

@@ -157,10 +157,12 @@ class Reconciler:
                 self._close(session, view, report)
                 return
         if session.session_id not in executions:
-            self._wind_down(session, report)
+            self._wind_down(session, now, report)
 
     def _close(self, session: Session, view: TaskView | None, report: Report) -> None:
         """Settle the session as its lost STOPPED event would have."""
+        if not self._still_live(session.session_id):
+            return  # the event was late, not lost
         facts = (
             TaskFacts(
                 task_arn=view.task_arn,
@@ -179,21 +181,27 @@ class Reconciler:
         if settled is not None and not settled.status.is_live:
             self._repaired(report, Repair.SESSION_CLOSED, session.session_id)
 
-    def _wind_down(self, session: Session, report: Report) -> None:
+    def _wind_down(self, session: Session, now: datetime, report: Report) -> None:
         """Nobody drives this session any more: stop its task; the record ends FAILED with the reason."""
-        status = self._workflows.status(session.session_id)
-        if status == "RUNNING":  # started after this run listed the running executions
+        outcome = self._workflows.outcome(session.session_id)
+        if outcome is not None and (
+            outcome.status == "RUNNING" or not self._settled(outcome.stopped_at, now)
+        ):
+            return  # it runs, or it has just ended and the task's own event is still on its way
+        current = self._still_live(session.session_id)
+        if current is None:
             return
-        if session.status is Status.STOPPING:
-            end, reason = session.end_status or Status.STOPPED, session.status_reason or "stopped"
+        if current.status is Status.STOPPING:
+            end, reason = current.end_status or Status.STOPPED, current.status_reason or "stopped"
+        elif outcome is None:
+            end, reason = Status.FAILED, "the session has no workflow; stopped by the reconciler"
         else:
             end = Status.FAILED
             reason = (
-                f"the session workflow ended ({status}) while the session was live; stopped by the reconciler"
-                if status
-                else "the session has no workflow; stopped by the reconciler"
+                f"the session workflow ended ({outcome.status}) while the session was live;"
+                " stopped by the reconciler"
             )
-        self._lifecycle.wind_down(session, end, reason)
+        self._lifecycle.wind_down(current, end, reason)
         self._repaired(report, Repair.ABANDONED_SESSION_STOPPED, session.session_id)
 
     def _check_execution(self, execution: Execution, now: datetime, report: Report) -> None:
@@ -207,6 +215,11 @@ class Reconciler:
         self._repaired(report, Repair.WORKFLOW_STOPPED, execution.session_id)
 
     # Helpers -----------------------------------------------------------------------------------------
+
+    def _still_live(self, session_id: str) -> Session | None:
+        """The record as it is now, if still live: a run's listing is seconds old by the time it acts."""
+        session = self._store.get(session_id)
+        return session if session is not None and session.status.is_live else None
 
     def _settled(self, moment: datetime | str | None, now: datetime) -> bool:
         """Older than the grace period (an unknown time counts as old: nothing newer would lack it)."""

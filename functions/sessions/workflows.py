@@ -21,6 +21,14 @@ class Execution:
     started_at: datetime
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How a session's execution stands: RUNNING, or how and when it ended."""
+
+    status: str
+    stopped_at: datetime | None
+
+
 class Workflows:
     def __init__(self, state_machine_arn: str, *, client: Any | None = None) -> None:
         self._state_machine_arn = state_machine_arn
@@ -39,10 +47,11 @@ class Workflows:
                 running[item["name"]] = Execution(item["name"], item["executionArn"], item["startDate"])
         return running
 
-    def status(self, session_id: str) -> str | None:
-        """How the session's execution stands (RUNNING, ABORTED, ...), or None if it never started."""
+    def outcome(self, session_id: str) -> Outcome | None:
+        """How the session's execution stands, or None if it never started."""
         try:
-            return str(self._client.describe_execution(executionArn=self.execution_arn(session_id))["status"])
+            described = self._client.describe_execution(executionArn=self.execution_arn(session_id))
+            return Outcome(str(described["status"]), described.get("stopDate"))
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
                 return None
