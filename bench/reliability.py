@@ -42,7 +42,10 @@ SOAK_SESSIONS = 200
 SEED = 20261126
 CONCURRENCY = 20
 RECONCILE_EVERY_SECONDS = 1.0
-SOAK_GRACE_SECONDS = 1  # the reconciler's grace period, compressed like its period
+# The reconciler's grace period, compressed like its period; it must still exceed the time between a
+# record's creation and its workflow's start, which under the soak's load takes a second or more here
+# (in production the API does both within one request: ReconcilerGraceSeconds 120 s > its 30 s timeout).
+SOAK_GRACE_SECONDS = 3
 # Retry intervals, step timeouts and Lambda's async retries pass 5x faster; each must still outlast the
 # SDK's own unscaled backoff (a few seconds) and the event path under the soak's load.
 WAIT_SCALE = 0.2
@@ -84,6 +87,7 @@ class _Soak:
         self.repairs: Counter[str] = Counter()
         self.fault_of: dict[str, str] = {}
         self.workflows = Workflows(self.outputs["StateMachineArn"])
+        self.sfn: Any = aws.client("stepfunctions")
         self._lock = threading.Lock()
 
     # The schedule of one session ---------------------------------------------------------------------
@@ -134,7 +138,7 @@ class _Soak:
         elif fault == "Spot interruption":
             self.fargate.interrupt_spot(arn)
         elif fault == "workflow aborted externally":
-            self.aws.client("stepfunctions").stop_execution(executionArn=execution)
+            self.sfn.stop_execution(executionArn=execution)
         else:
             if fault == "event handler fails once":
                 with self._lock:
@@ -157,7 +161,7 @@ class _Soak:
 
     def _start(self, sid: str) -> str:
         return str(
-            self.aws.client("stepfunctions").start_execution(
+            self.sfn.start_execution(
                 stateMachineArn=self.outputs["StateMachineArn"],
                 name=sid,
                 input=json.dumps({"sessionId": sid}),
@@ -205,7 +209,8 @@ class _Soak:
         still_live = [s for s in map(self.store.require, session_ids) if s.status.is_live]
         return problems + [
             f"session {s.session_id} ({self.fault_of.get(s.session_id)}) is still {s.status.value}"
-            f" ({s.status_reason}) after its schedule ended it; workflow {self.workflows.outcome(s.session_id)}"
+            f" ({s.status_reason}, stop requested {s.stop_requested_at}, waiting for {s.waiting_for})"
+            f" after its schedule ended it; workflow {self.workflows.outcome(s.session_id)}"
             for s in still_live
         ]
 
@@ -231,7 +236,7 @@ def soak(
     stop.set()
     scheduler.join(30)
     # One more run once everything is past the grace period: what the next scheduled run would do.
-    time.sleep(grace_seconds + 0.2)
+    time.sleep(grace_seconds + 1.2)  # records keep whole seconds
     run.reconcile()
     violations = invariants.wait_for(lambda: run.violations(session_ids), timeout=30)
     return SoakResult(

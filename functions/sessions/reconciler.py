@@ -222,10 +222,11 @@ class Reconciler:
         return session if session is not None and session.status.is_live else None
 
     def _settled(self, moment: datetime | str | None, now: datetime) -> bool:
-        """Older than the grace period (an unknown time counts as old: nothing newer would lack it)."""
+        """Older than the grace period (an unknown time counts as old: nothing newer would lack it).
+        A record's timestamps are whole seconds, rounded down: counted from the end of their second."""
         if moment is None:
             return True
-        when = clock.parse(moment) if isinstance(moment, str) else moment
+        when = clock.parse(moment) + timedelta(seconds=1) if isinstance(moment, str) else moment
         return now - when >= self._grace
 
     def _repaired(self, report: Report, kind: Repair, subject: str) -> None:

@@ -15,7 +15,7 @@ from cloudide.offline.fargate import TaskScript
 from cloudide.offline.faults import FAULTS
 from tests.workflow.conftest import Offline
 
-GRACE = 1.1  # just past the test stack's ReconcilerGraceSeconds
+GRACE = 2.1  # past the test stack's 1 s grace, counted from the end of a record's whole second
 
 
 def _failed_attempts(offline: Offline, execution: str) -> list[str]:

@@ -7,14 +7,29 @@ The test soaks SOAK_TEST_SESSIONS sessions to stay within the suite's time budge
 
 from __future__ import annotations
 
-from bench.reliability import FAULT_WEIGHTS, soak
-from tests.workflow.conftest import Offline
+from collections.abc import Iterator
+
+import pytest
+
+from bench.reliability import FAULT_WEIGHTS, SOAK_GRACE_SECONDS, soak
+from cloudide.offline import faults
+from cloudide.offline.stack import OfflineAws
+from tests.workflow.conftest import ROOT, Offline
 
 SOAK_TEST_SESSIONS = 60
 
 
+@pytest.fixture(scope="module")
+def offline_stack() -> Iterator[OfflineAws]:
+    """The workflow tests' stack with the soak's grace period (bench.reliability.SOAK_GRACE_SECONDS)."""
+    parameters = {"TerminalImageUri": "local/terminal:dev", "ReconcilerGraceSeconds": str(SOAK_GRACE_SECONDS)}
+    with OfflineAws(ROOT / "template.yaml", parameters=parameters) as aws:
+        faults.install()
+        yield aws
+
+
 def test_soak_with_seeded_faults_leaves_nothing_behind(offline: Offline) -> None:
-    result = soak(offline.aws, offline.fargate, sessions=SOAK_TEST_SESSIONS, grace_seconds=1)
+    result = soak(offline.aws, offline.fargate, sessions=SOAK_TEST_SESSIONS, grace_seconds=SOAK_GRACE_SECONDS)
 
     assert set(result.faults) == set(FAULT_WEIGHTS), "every kind of fault was injected"
     assert result.repairs["LostSessionsClosed"] >= result.faults["lost STOPPED event"]
