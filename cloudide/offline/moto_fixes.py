@@ -324,9 +324,11 @@ def _iso_z(moment: dt.datetime) -> str:
 
 def fix_callback_heartbeat() -> None:
     """moto (1) rejects SendTaskHeartbeat with `InvalidToken` when the waiting task has no
-    HeartbeatSeconds (AWS accepts it), and (2) reports an expired heartbeat as `States.Timeout` (AWS:
-    `States.HeartbeatTimeout`). Catch both names in the ASL anyway, so the definition also runs on
-    interpreters without this fix. Delete when moto does both."""
+    HeartbeatSeconds (AWS accepts it), (2) reports an expired heartbeat as `States.Timeout` (AWS:
+    `States.HeartbeatTimeout`), and (3) when a task with HeartbeatSeconds is answered while its Lambda
+    still runs, ignores the answer until the heartbeat expires (it arms the heartbeat only afterwards);
+    AWS completes the task with the answer. Catch both timeout names in the ASL anyway, so the
+    definition also runs on interpreters without this fix. Delete when moto does all three."""
     from moto.stepfunctions.parser.api import HistoryEventType, TaskTimedOutEventDetails
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
     from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
@@ -345,6 +347,19 @@ def fix_callback_heartbeat() -> None:
         return True
 
     callback.CallbackEndpoint.notify_heartbeat = notify_heartbeat
+    endpoint_cls = callback.CallbackEndpoint
+    original_setup = endpoint_cls.__dict__.get(
+        "_cloudide_original_setup", endpoint_cls.setup_heartbeat_endpoint
+    )
+    endpoint_cls._cloudide_original_setup = original_setup
+
+    def setup_heartbeat_endpoint(self: Any, heartbeat_seconds: int) -> Any:
+        endpoint = original_setup(self, heartbeat_seconds)
+        if self.get_outcome() is not None:  # answered while the task's Lambda was still running
+            endpoint.notify()
+        return endpoint
+
+    endpoint_cls.setup_heartbeat_endpoint = setup_heartbeat_endpoint
 
     cls = callback_service.StateTaskServiceCallback
     original = cls.__dict__.get("_cloudide_original_from_error", cls._from_error)

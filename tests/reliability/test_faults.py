@@ -7,8 +7,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from sessions.reconciler import Repair
 from sessions.record import Status, WaitingFor
+from sessions.store import SessionStore
 
 from cloudide.offline import moto_fixes
 from cloudide.offline.fargate import TaskScript
@@ -168,3 +170,23 @@ def test_task_event_handler_failing_twice_then_succeeding(offline: Offline) -> N
         Status.FAILED,
         "out of memory: the terminal exceeded its tier's memory (exit code 137)",
     )
+
+
+def test_stop_landing_while_the_watch_step_parks(offline: Offline, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a stop request that lands inside the watch step, just before it parks its token
+    park = SessionStore.park_token
+
+    def stop_lands_first(store: SessionStore, session_id: str, token: str, waiting_for: WaitingFor) -> Any:
+        if waiting_for is WaitingFor.STOP:
+            store.request_stop(session_id, requested_by="user")
+        return park(store, session_id, token, waiting_for)
+
+    monkeypatch.setattr(SessionStore, "park_token", stop_lands_first)
+    session = offline.new_session()
+    # When the session starts
+    execution = offline.start(session)
+    # Then the watch step answers its own token at once and the session stops (not after the idle hour)
+    assert offline.wait_execution(execution)["status"] == "SUCCEEDED"
+    assert offline.states_entered(execution) == ["Provision", "Watch", "Stop"]
+    ended = offline.assert_invariants(session.session_id)
+    assert (ended.status, ended.status_reason) == (Status.STOPPED, "stopped by user")
