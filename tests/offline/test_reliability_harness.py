@@ -4,6 +4,7 @@ that is really ABORTED, and AWS API fault injection."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -98,3 +99,34 @@ def test_injected_faults_answer_like_the_service(aws: OfflineAws, injected: faul
     assert raised.value.response["Error"]["Code"] == "SlowDown"
     assert outage.hits > 1, "the SDK retried it, then gave up"
     aws.client("s3").list_buckets()  # the outage is over
+
+
+def test_conditional_writes_to_one_item_are_atomic(aws: OfflineAws) -> None:
+    assert aws.stack
+    table = aws.stack.outputs["TableName"]
+    dynamodb: Any = aws.client("dynamodb")
+    dynamodb.put_item(TableName=table, Item={"pk": {"S": "contended"}})
+    winners: list[int] = []
+
+    def claim(writer: int) -> None:
+        try:
+            dynamodb.update_item(
+                TableName=table,
+                Key={"pk": {"S": "contended"}},
+                UpdateExpression="SET claimedBy = :w",
+                ConditionExpression="attribute_not_exists(claimedBy)",
+                ExpressionAttributeValues={":w": {"N": str(writer)}},
+            )
+            winners.append(writer)
+        except dynamodb.exceptions.ConditionalCheckFailedException:
+            pass
+
+    writers = [threading.Thread(target=claim, args=(i,)) for i in range(20)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(30)
+
+    assert len(winners) == 1
+    item = dynamodb.get_item(TableName=table, Key={"pk": {"S": "contended"}})["Item"]
+    assert item["claimedBy"] == {"N": str(winners[0])}
