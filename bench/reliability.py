@@ -86,6 +86,7 @@ class _Soak:
         self.reconciler = aws.stack.physical_id("ReconcilerFunction")
         self.repairs: Counter[str] = Counter()
         self.fault_of: dict[str, str] = {}
+        self.errors: list[str] = []
         self.workflows = Workflows(self.outputs["StateMachineArn"])
         self.sfn: Any = aws.client("stepfunctions")
         self._lock = threading.Lock()
@@ -195,9 +196,14 @@ class _Soak:
             self.repairs.update(repair["kind"] for repair in report["repairs"])
 
     def every(self, seconds: float, action: Callable[[], None], stop: threading.Event) -> threading.Thread:
+        """Run `action` every `seconds` until `stop`; a failing run is kept in `errors`, and the next runs."""
+
         def loop() -> None:
             while not stop.wait(seconds):
-                action()
+                try:
+                    action()
+                except Exception as error:  # reported by soak(), not lost with the thread
+                    self.errors.append(f"scheduled run failed: {error!r}")
 
         thread = threading.Thread(target=loop, daemon=True)
         thread.start()
@@ -238,7 +244,7 @@ def soak(
     # One more run once everything is past the grace period: what the next scheduled run would do.
     time.sleep(grace_seconds + 1.2)  # records keep whole seconds
     run.reconcile()
-    violations = invariants.wait_for(lambda: run.violations(session_ids), timeout=30)
+    violations = run.errors + invariants.wait_for(lambda: run.violations(session_ids), timeout=30)
     return SoakResult(
         sessions=sessions,
         faults=Counter(fault for _, fault, _ in plans),

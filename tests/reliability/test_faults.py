@@ -38,16 +38,17 @@ def test_run_task_throttling_storm(offline: Offline) -> None:
     # Given RunTask throttled eight times in a row (more than the SDK's own retries absorb)
     moto_fixes.SETTINGS.wait_scale = STORM_SCALE
     offline.aws.ecs.fail_next_run_tasks(8, error=("ThrottlingException", "Rate exceeded"))
-    session = offline.new_session(idle_seconds=1)
+    session = offline.new_session()
     # When the session starts
     execution = offline.start(session)
     # Then the workflow backs off through the storm and starts exactly one task
-    ready = offline.wait_status(session.session_id, Status.READY, timeout=60)
+    ready = offline.wait_parked(session.session_id, WaitingFor.STOP, timeout=60)
     assert not moto_fixes.SETTINGS.run_task_faults, "the storm is over"
     retried = _failed_attempts(offline, execution)
     assert retried and set(retried) == {"CapacityUnavailable"}
     assert ready.provision_attempts == len(retried), "each throttled attempt left no task behind"
     assert _session_tasks(offline, session.session_id) == [ready.task_arn]
+    offline.lifecycle.request_stop(session.session_id, "user")
     assert offline.wait_execution(execution)["status"] == "SUCCEEDED"
     offline.check_invariants()
 
