@@ -82,7 +82,7 @@ class Target:
 
 def target_from(args: argparse.Namespace) -> Target:
     stack, endpoint, region = args.stack, args.endpoint_url, args.region
-    credentials: dict[str, str] = {}
+    access_key = secret_key = None
     if getattr(args, "local", False):
         try:
             local = json.loads(LOCAL_STATE.read_text())
@@ -93,9 +93,14 @@ def target_from(args: argparse.Namespace) -> Target:
         stack, endpoint = stack or local["stackName"], endpoint or local["endpointUrl"]
         region = region or local.get("region")
         # The local AWS accepts any key; the operator's own (if any) must never be sent anywhere by --local.
-        credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+        access_key = secret_key = "local"
     try:
-        session = boto3.Session(profile_name=args.profile, region_name=region, **credentials)
+        session = boto3.Session(
+            profile_name=args.profile,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+        )
     except BotoCoreError as error:  # ProfileNotFound and friends
         raise OperatorError(str(error)) from error
     if not session.region_name:

@@ -38,8 +38,14 @@ class FakeFargate:
     aws: OfflineAws
     cluster: str
     script: TaskScript = field(default_factory=TaskScript)
+    # Per session (the task's startedBy): scripts that override `script`, so faults can differ at once.
+    scripts: dict[str, TaskScript] = field(default_factory=dict)
+    # The container's SIGTERM handler: called with the task ARN when ECS would signal the container
+    # (StopTask, a Spot interruption); returns its exit code. The task stops once it returns.
+    on_sigterm: Callable[[str], int] | None = None
     seen: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _changing: threading.Lock = field(default_factory=threading.Lock)  # one status change at a time
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
@@ -57,8 +63,11 @@ class FakeFargate:
             for arn in ecs.list_tasks(cluster=self.cluster, desiredStatus="RUNNING").get("taskArns", []):
                 if arn not in self.seen:
                     self.seen.add(arn)
-                    self._spawn(self._start_task, arn, self.script)
+                    self._spawn(self._start_task, arn, self._script_for(arn))
             self._stop.wait(0.05)
+
+    def _script_for(self, arn: str) -> TaskScript:
+        return self.scripts.get(self.aws.ecs.task(self.cluster, arn).started_by, self.script)
 
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
@@ -67,36 +76,58 @@ class FakeFargate:
 
     def _start_task(self, arn: str, script: TaskScript) -> None:
         time.sleep(script.pending_delay)
-        self.aws.ecs.report(self.cluster, arn, "PENDING")
+        if not self._report_unless_stopping(arn, "PENDING"):
+            return
         time.sleep(script.running_delay)
         if script.crash_on_start:
-            self.aws.ecs.report(
-                self.cluster, arn, "STOPPED", stop_code="TaskFailedToStart",
+            self._report_unless_stopping(
+                arn, "STOPPED", stop_code="TaskFailedToStart",
                 stopped_reason="CannotPullContainerError: pull image manifest has been retried 5 time(s)",
             )  # fmt: skip
             return
-        if not script.reach_running:
-            return
-        self.aws.ecs.report(
-            self.cluster, arn, "RUNNING", agent_status="RUNNING" if script.agent_ready else "PENDING"
-        )
+        if script.reach_running:
+            self._report_unless_stopping(
+                arn, "RUNNING", agent_status="RUNNING" if script.agent_ready else "PENDING"
+            )
+
+    def _report_unless_stopping(self, arn: str, last_status: str, **changes: Any) -> bool:
+        """A task asked to stop while it starts goes to STOPPED (the stop path reports it), never on."""
+        with self._changing:
+            if self.aws.ecs.task(self.cluster, arn).desired_status == "STOPPED":
+                return False
+            self.aws.ecs.report(self.cluster, arn, last_status, **changes)
+            return True
 
     def _on_stop_task(self, task: Any) -> None:
-        self._spawn(self._stop_task, task.task_arn, self.script)
+        self._spawn(self._stop_task, task.task_arn, self._script_for(task.task_arn))
 
     def _stop_task(self, arn: str, script: TaskScript) -> None:
         time.sleep(script.stop_delay)
-        detail = self.aws.ecs.set_task_status(
-            self.cluster,
-            arn,
-            "STOPPED",
-            stop_code="UserInitiated",
-            stopped_reason="Task stopped by user",
-            exit_code=0,
-        )
+        exit_code = self._sigterm(arn)
+        with self._changing:
+            detail = self.aws.ecs.set_task_status(
+                self.cluster,
+                arn,
+                "STOPPED",
+                stop_code="UserInitiated",  # stoppedReason stays what StopTask said, as on ECS
+                exit_code=exit_code,
+            )
         if script.stop_event:
             self.aws.ecs.put_task_event(detail)
 
+    def _sigterm(self, arn: str) -> int:
+        return self.on_sigterm(arn) if self.on_sigterm else 0
+
+    def interrupt_spot(self, arn: str) -> dict[str, Any]:
+        """Fargate Spot reclaims the task: SIGTERM (the container flushes), then STOPPED."""
+        return self.crash(
+            arn,
+            stop_code="SpotInterruption",
+            stopped_reason="Your Spot Task was interrupted.",
+            exit_code=self._sigterm(arn),
+        )
+
     def crash(self, arn: str, **changes: Any) -> dict[str, Any]:
         """The task dies on its own (OOM, Spot interruption, ...): emit its STOPPED event."""
-        return self.aws.ecs.report(self.cluster, arn, "STOPPED", **changes)
+        with self._changing:
+            return self.aws.ecs.report(self.cluster, arn, "STOPPED", **changes)

@@ -78,6 +78,8 @@ class Settings:
     exec_session_factory: ExecSessionFactory = unreachable_exec_session
     code_folders: dict[str, Path] = field(default_factory=dict)  # placeholder S3 key -> CodeUri folder
     run_task_faults: deque[RunTaskFault] = field(default_factory=deque)
+    # function name -> how many of its next invocations fail before the handler runs
+    function_failures: dict[str, int] = field(default_factory=dict)
     stop_task_listeners: list[Callable[[Any], None]] = field(default_factory=list)
 
 
@@ -289,15 +291,51 @@ def fix_execution_context() -> None:
         execution_module.Execution.get_start_execution_details = get_start_execution_details
 
 
+def fix_stop_execution() -> None:
+    """moto's StopExecution marks the program stopped but leaves a `.waitForTaskToken` task waiting for
+    its callback (until its timeout, possibly hours): the execution stays RUNNING, and when the wait
+    ends the timeout is reported as a failure (FAILED). On AWS the execution is ABORTED at once. This
+    wakes the waiting callbacks and keeps the status ABORTED. Delete when moto's Execution.stop does."""
+    from moto.stepfunctions.parser.api import ExecutionStatus
+    from moto.stepfunctions.parser.backend import execution as execution_module
+
+    cls = execution_module.Execution
+    original_stop = cls.__dict__.get("_cloudide_original_stop", cls.stop)
+    cls._cloudide_original_stop = original_stop
+
+    def stop(self: Any, stop_date: dt.datetime, error: str | None, cause: str | None) -> None:
+        original_stop(self, stop_date, error, cause)
+        if self.exec_worker is None or self.exec_status != ExecutionStatus.RUNNING:
+            return
+        self.exec_status, self.stop_date, self._cloudide_aborted = ExecutionStatus.ABORTED, stop_date, True
+        for endpoint in list(self.exec_worker.env.callback_pool_manager._pool.values()):
+            endpoint.interrupt_all()
+
+    cls.stop = stop
+    communication = execution_module.BaseExecutionWorkerCommunication
+    original_reflect = communication.__dict__.get(
+        "_cloudide_original_reflect", communication._reflect_execution_status
+    )
+    communication._cloudide_original_reflect = original_reflect
+
+    def _reflect_execution_status(self: Any) -> None:
+        if not getattr(self.execution, "_cloudide_aborted", False):
+            original_reflect(self)
+
+    communication._reflect_execution_status = _reflect_execution_status
+
+
 def _iso_z(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def fix_callback_heartbeat() -> None:
     """moto (1) rejects SendTaskHeartbeat with `InvalidToken` when the waiting task has no
-    HeartbeatSeconds (AWS accepts it), and (2) reports an expired heartbeat as `States.Timeout` (AWS:
-    `States.HeartbeatTimeout`). Catch both names in the ASL anyway, so the definition also runs on
-    interpreters without this fix. Delete when moto does both."""
+    HeartbeatSeconds (AWS accepts it), (2) reports an expired heartbeat as `States.Timeout` (AWS:
+    `States.HeartbeatTimeout`), and (3) when a task with HeartbeatSeconds is answered while its Lambda
+    still runs, ignores the answer until the heartbeat expires (it arms the heartbeat only afterwards);
+    AWS completes the task with the answer. Catch both timeout names in the ASL anyway, so the
+    definition also runs on interpreters without this fix. Delete when moto does all three."""
     from moto.stepfunctions.parser.api import HistoryEventType, TaskTimedOutEventDetails
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
     from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
@@ -316,6 +354,19 @@ def fix_callback_heartbeat() -> None:
         return True
 
     callback.CallbackEndpoint.notify_heartbeat = notify_heartbeat
+    endpoint_cls = callback.CallbackEndpoint
+    original_setup = endpoint_cls.__dict__.get(
+        "_cloudide_original_setup", endpoint_cls.setup_heartbeat_endpoint
+    )
+    endpoint_cls._cloudide_original_setup = original_setup
+
+    def setup_heartbeat_endpoint(self: Any, heartbeat_seconds: int) -> Any:
+        endpoint = original_setup(self, heartbeat_seconds)
+        if self.get_outcome() is not None:  # answered while the task's Lambda was still running
+            endpoint.notify()
+        return endpoint
+
+    endpoint_cls.setup_heartbeat_endpoint = setup_heartbeat_endpoint
 
     cls = callback_service.StateTaskServiceCallback
     original = cls.__dict__.get("_cloudide_original_from_error", cls._from_error)
@@ -458,6 +509,9 @@ def invoke_in_process(function: Any, event: Any) -> tuple[Any, bool]:
     }
     with _HANDLER_LOCK, _environment(overlay):
         try:
+            if SETTINGS.function_failures.get(function.function_name, 0) > 0:
+                SETTINGS.function_failures[function.function_name] -= 1
+                raise RuntimeError("injected function failure (cloudide.offline function_failures)")
             return _load_handler(folder, function.handler)(event, context), False
         except Exception as error:
             LOG.info("handler %s raised %r", function.handler, error)
@@ -468,11 +522,29 @@ def invoke_in_process(function: Any, event: Any) -> tuple[Any, bool]:
             }, True
 
 
+ASYNC_RETRY_DELAYS = (60.0, 120.0)
+"""Lambda retries a failed asynchronous invocation twice (the default MaximumRetryAttempts), about one
+and then two minutes later; scaled by `SETTINGS.wait_scale` like every other wait offline."""
+
+
+def _invoke_async(function: Any, event: Any) -> None:
+    _, errored = invoke_in_process(function, event)
+    for delay in ASYNC_RETRY_DELAYS:
+        if not errored:
+            return
+        time.sleep(delay * SETTINGS.wait_scale)
+        _, errored = invoke_in_process(function, event)
+    if errored:
+        LOG.error("asynchronous invocation of %s failed after its retries", function.function_name)
+
+
 def fix_lambda_invoke() -> None:
     """Without Docker, moto's Lambda invoke never runs the handler. This runs functions whose code is a
     harness placeholder (`SETTINGS.code_folders`, filled by `cloudide.offline.sam`) in this process; a
     raised exception becomes an `Unhandled` function error with `{errorType, errorMessage}`, so Step
-    Functions sees `errorType` as the error name, as on AWS. Other functions keep moto's behaviour.
+    Functions sees `errorType` as the error name, as on AWS. An asynchronous (`Event`) invocation
+    returns at once and runs on its own thread with Lambda's two retries (`ASYNC_RETRY_DELAYS`); moto
+    would run it once, inline. Other functions keep moto's behaviour.
     Not a moto bug (moto would need Docker): permanent for Docker-less machines."""
     from moto.awslambda.models import LambdaFunction
 
@@ -482,12 +554,48 @@ def fix_lambda_invoke() -> None:
     def invoke(self: Any, body: str, request_headers: Any, response_headers: Any) -> str | bytes:
         if (self.code or {}).get("S3Key") not in SETTINGS.code_folders:
             return original(self, body, request_headers, response_headers)  # type: ignore[no-any-return]
-        payload, errored = invoke_in_process(self, json.loads(body) if body else {})
+        event = json.loads(body) if body else {}
+        if request_headers.get("x-amz-invocation-type") == "Event":
+            threading.Thread(target=_invoke_async, args=(self, event), daemon=True).start()
+            return b""
+        payload, errored = invoke_in_process(self, event)
         if errored:
             response_headers["x-amz-function-error"] = "Unhandled"
         return json.dumps(payload, default=str).encode()
 
     LambdaFunction.invoke = invoke
+
+
+# --------------------------------------------------------------------------------------------------
+# DynamoDB
+# --------------------------------------------------------------------------------------------------
+
+_DYNAMODB_LOCK = threading.RLock()
+_DYNAMODB_OPERATIONS = (
+    "get_item", "put_item", "update_item", "delete_item", "query", "scan",
+    "batch_get_item", "batch_write_item", "transact_get_items", "transact_write_items",
+)  # fmt: skip
+
+
+def fix_dynamodb_atomic_items() -> None:
+    """moto applies an item write as read, check the condition, modify in place, with no lock: two
+    concurrent conditional writes to one item can both pass their condition, or one can undo the other
+    (a lost update), and a read can see a half-applied update. On AWS every item write is atomic and
+    conditions are checked atomically with it, which is what the session record's conditional writes
+    rely on. This serialises the backend's item operations. Delete when moto locks item writes."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    for name in _DYNAMODB_OPERATIONS:
+        original = getattr(DynamoDBBackend, name)
+        if getattr(original, "_cloudide_fix", False):
+            continue
+
+        def locked(*args: Any, __original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+            with _DYNAMODB_LOCK:
+                return __original(*args, **kwargs)
+
+        locked._cloudide_fix = True  # type: ignore[attr-defined]
+        setattr(DynamoDBBackend, name, locked)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -997,8 +1105,10 @@ CORRECTIONS: tuple[Callable[[], None], ...] = (
     fix_indexed_json_path,
     fix_execution_context,
     fix_callback_heartbeat,
+    fix_stop_execution,
     fix_time_scale,
     fix_lambda_invoke,
+    fix_dynamodb_atomic_items,
     fix_eventbridge_targets,
     fix_ecs_task_status,
     fix_ecs_run_task,

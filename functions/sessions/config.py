@@ -72,6 +72,10 @@ class Settings(BaseModel):
     access_policy: Annotated[AccessPolicy, BeforeValidator(AccessPolicy.parse)] = Field(
         default_factory=AccessPolicy, validation_alias="ACCESS_POLICY"
     )
+    # The reconciler leaves alone anything younger than this (a session still starting, an event in flight)
+    # and makes at most this many repairs per run (the rest wait for the next run).
+    reconciler_grace_seconds: int = Field(120, ge=0, validation_alias="RECONCILER_GRACE_SECONDS")
+    reconciler_max_repairs: int = Field(100, ge=1, validation_alias="RECONCILER_MAX_REPAIRS")
 
     model_config = {"populate_by_name": True}
 

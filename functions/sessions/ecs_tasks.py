@@ -6,7 +6,9 @@ say whether trying again can help.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -15,13 +17,14 @@ from botocore.exceptions import ClientError
 
 from sessions.config import Settings
 from sessions.record import Session
+from sessions.throttling import THROTTLING_CODES
 from sessions.tiers import TIERS
 
 # Marks this product's tasks in the cluster (task-state events carry `group`, not tags).
 TASK_GROUP = "cloudide-terminals"
 EXEC_AGENT = "ExecuteCommandAgent"
+_DESCRIBE_BATCH = 100  # DescribeTasks' limit per call
 _TRANSIENT_FAILURES = ("capacity is unavailable", "resource:", "throttl", "rate exceeded")
-_THROTTLING_CODES = {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 
 
 class CapacityUnavailable(Exception):
@@ -40,6 +43,11 @@ class TaskView:
     stop_code: str | None
     stopped_reason: str | None
     exit_code: int | None
+    session_id: str | None = None  # startedBy
+    group: str | None = None
+    created_at: datetime | None = None
+    stopped_at: datetime | None = None
+    version: int | None = None
 
 
 def workspace_prefix(session: Session) -> str:
@@ -97,7 +105,7 @@ class EcsTasks:
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             message = error.response.get("Error", {}).get("Message", str(error))
-            if code in _THROTTLING_CODES or "capacity" in message.lower():
+            if code in THROTTLING_CODES or "capacity" in message.lower():
                 raise CapacityUnavailable(f"{code}: {message}") from error
             raise ProvisioningFailed(f"{code}: {message}") from error
         if response.get("failures"):
@@ -119,21 +127,40 @@ class EcsTasks:
 
     def describe(self, task_arn: str) -> TaskView | None:
         tasks = self._client.describe_tasks(cluster=self._settings.cluster, tasks=[task_arn]).get("tasks", [])
-        if not tasks:
-            return None
-        task = tasks[0]
+        return self._view(tasks[0]) if tasks else None
+
+    def running_product_tasks(self) -> Iterator[TaskView]:
+        """Every task of this product the cluster still means to run, whoever started it and whenever."""
+        # Tasks already asked to stop (desiredStatus STOPPED) are on their way out.
+        paginator = self._client.get_paginator("list_tasks")
+        for page in paginator.paginate(cluster=self._settings.cluster, desiredStatus="RUNNING"):
+            arns = page.get("taskArns", [])
+            for start in range(0, len(arns), _DESCRIBE_BATCH):
+                described = self._client.describe_tasks(
+                    cluster=self._settings.cluster, tasks=arns[start : start + _DESCRIBE_BATCH]
+                )
+                for task in described.get("tasks", []):
+                    if task.get("group") == TASK_GROUP:
+                        yield self._view(task)
+
+    def _view(self, task: Any) -> TaskView:
         container = next(
             (c for c in task.get("containers", []) if c.get("name") == self._settings.container_name),
             (task.get("containers") or [{}])[0],
         )
         agent: Any = next((a for a in container.get("managedAgents", []) if a.get("name") == EXEC_AGENT), {})
         return TaskView(
-            task_arn=task_arn,
+            task_arn=task["taskArn"],
             last_status=task.get("lastStatus", ""),
             agent_status=agent.get("lastStatus"),
             stop_code=task.get("stopCode"),
             stopped_reason=task.get("stoppedReason"),
             exit_code=container.get("exitCode"),
+            session_id=task.get("startedBy") or None,
+            group=task.get("group"),
+            created_at=task.get("createdAt"),
+            stopped_at=task.get("stoppedAt"),
+            version=task.get("version"),
         )
 
     def stop(self, task_arn: str, reason: str) -> None:

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
+
 from sessions import clock
 from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
 from sessions.ecs_tasks import CapacityUnavailable, EcsTasks, ProvisioningFailed
+from sessions.observability import metrics
 from sessions.record import Session, Status, WaitingFor
 from sessions.store import SessionStore, TransitionRejected
 
@@ -229,6 +232,8 @@ class Lifecycle:
                 )
             except TransitionRejected as rejected:
                 raise TaskStopped("session ended while starting") from rejected
+            started = (moment - clock.parse(session.created_at)).total_seconds()
+            metrics.add_metric(name="StartLatency", unit=MetricUnit.Seconds, value=started)
         self._park(session_id, token, WaitingFor.STOP)
 
     def _await_agent(self, session: Session) -> None:
@@ -262,25 +267,36 @@ class Lifecycle:
             return
         if error is not None:
             end, reason = Status.FAILED, failure_reason(session, error)
+            if session.ready_at is None and session.status is not Status.STOPPING:  # once, not per retry
+                metrics.add_metric(name="FailedStarts", unit=MetricUnit.Count, value=1)
         else:
             end, reason = Status.STOPPED, stop_reason(session) or "stopped"
-        task_arns = [session.task_arn] if session.task_arn else self._tasks.find_for_session(session_id)
-        if not task_arns:
-            self._end(session_id, end, reason)
+        if self.wind_down(session, end, reason):
+            self._park(session_id, token, WaitingFor.STOPPED)
+        else:
             self._callbacks.succeed(token, {"status": end.value})
-            return
+
+    def wind_down(self, session: Session, end: Status, reason: str) -> bool:
+        """Stop the session's tasks, leaving the record STOPPING until ECS confirms (True); a session
+        without a task ends at once (False). Shared by the workflow's stop step and the reconciler."""
+        task_arns = (
+            [session.task_arn] if session.task_arn else self._tasks.find_for_session(session.session_id)
+        )
+        if not task_arns:
+            self._end(session.session_id, end, reason)
+            return False
         if session.status is not Status.STOPPING:
-            # If the session ended meanwhile, _park's settle() below answers the token.
+            # If the session ended meanwhile, the caller's settle() sees it.
             with contextlib.suppress(TransitionRejected):
                 self._store.transition(
-                    session_id,
+                    session.session_id,
                     Status.STOPPING,
                     reason=reason,
                     fields={"endStatus": end.value, "taskArn": task_arns[0]},
                 )
         for arn in task_arns:
             self._tasks.stop(arn, reason)
-        self._park(session_id, token, WaitingFor.STOPPED)
+        return True
 
     # Settling -------------------------------------------------------------------------------------
 

@@ -87,6 +87,20 @@ class SessionStore:
                 return total
             query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def list_live(self) -> list[Session]:
+        """Every live session, each read consistently (the sparse index only finds them, eventually)."""
+        query: dict[str, Any] = {"IndexName": LIVE_INDEX, "KeyConditionExpression": Key(LIVE_MARK).eq("1")}
+        sessions: list[Session] = []
+        while True:
+            page = self._table.query(**query)
+            for key in page.get("Items", []):
+                session = self.get(str(key["sessionId"]))
+                if session is not None and session.status.is_live:
+                    sessions.append(session)
+            if "LastEvaluatedKey" not in page:
+                return sessions
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     # Writes --------------------------------------------------------------------------------------
 
     def create(self, session: Session) -> Session:

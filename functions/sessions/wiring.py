@@ -15,8 +15,10 @@ from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
 from sessions.ecs_tasks import EcsTasks
 from sessions.lifecycle import Lifecycle
+from sessions.reconciler import Reconciler
 from sessions.service import SessionService
 from sessions.store import SessionStore
+from sessions.workflows import Workflows
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Components:
     tasks: EcsTasks
     lifecycle: Lifecycle
     service: SessionService
+    reconciler: Reconciler
 
 
 def components() -> Components:
@@ -38,4 +41,13 @@ def _build(environment: frozenset[tuple[str, str]]) -> Components:
     store = SessionStore(settings.sessions_table)
     tasks = EcsTasks(settings)
     lifecycle = Lifecycle(settings, store, tasks, WorkflowCallbacks())
-    return Components(settings, store, tasks, lifecycle, SessionService(settings, store, lifecycle, tasks))
+    reconciler = Reconciler(
+        store,
+        tasks,
+        lifecycle,
+        Workflows(settings.state_machine_arn),
+        grace_seconds=settings.reconciler_grace_seconds,
+        max_repairs=settings.reconciler_max_repairs,
+    )
+    service = SessionService(settings, store, lifecycle, tasks)
+    return Components(settings, store, tasks, lifecycle, service, reconciler)

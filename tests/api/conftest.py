@@ -34,6 +34,7 @@ REGION = gateway.REGION
 API_FUNCTION = "ApiFunction"
 TASK_EVENTS_FUNCTION = "TaskEventsFunction"
 WORKFLOW_FUNCTION = "WorkflowFunction"
+RECONCILER_FUNCTION = "ReconcilerFunction"
 FUNCTIONS = (API_FUNCTION, TASK_EVENTS_FUNCTION, WORKFLOW_FUNCTION)
 TRIVIAL_DEFINITION = {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}}
 

@@ -20,6 +20,7 @@ from sessions.record import Status, WaitingFor
 
 from tests.api.conftest import (
     API_FUNCTION,
+    RECONCILER_FUNCTION,
     TASK_EVENTS_FUNCTION,
     WORKFLOW_FUNCTION,
     Deployment,
@@ -46,10 +47,13 @@ def function_of(name: str) -> str:
         ("api_", API_FUNCTION),
         ("task_events_", TASK_EVENTS_FUNCTION),
         ("workflow_", WORKFLOW_FUNCTION),
+        ("reconciler_", RECONCILER_FUNCTION),
     ):
         if name.startswith(prefix):
             return function
-    raise AssertionError(f"events/{name}.json: the prefix names no function (api_, task_events_, workflow_)")
+    raise AssertionError(
+        f"events/{name}.json: the prefix names no function (api_, task_events_, workflow_, reconciler_)"
+    )
 
 
 def answered(deployment: Deployment) -> list[tuple[str, str]]:
@@ -300,6 +304,23 @@ def check_workflow_cleanup(deployment: Deployment) -> None:
         "the ECS Exec agent did not become ready in time",
     )
     assert answered(deployment)[-1] == ("send_task_success", load("workflow_cleanup")["token"])
+
+
+# Reconciler -----------------------------------------------------------------------------------------
+
+
+def check_reconciler_scheduled(deployment: Deployment) -> None:
+    # A live session from long ago (past the grace period) that no workflow drives and no task serves.
+    deployment.seed(SESSION_ID, OWNER, Status.STARTING, createdAt="2026-01-01T10:00:00Z")
+
+    report = deployment.invoke(RECONCILER_FUNCTION, load("reconciler_scheduled"))
+
+    assert report["repairs"] == [{"kind": "AbandonedSessionsStopped", "subject": SESSION_ID}]
+    session = deployment.store.require(SESSION_ID)
+    assert (session.status, session.status_reason) == (
+        Status.FAILED,
+        "the session has no workflow; stopped by the reconciler",
+    )
 
 
 CHECKS: dict[str, Callable[[Deployment], None]] = {

@@ -21,6 +21,7 @@ from moto.server import ThreadedMotoServer
 from workspace_sync.agent import SyncAgent
 from workspace_sync.config import SyncConfig
 
+from cloudide.offline.invariants import saved_files
 from tests.support import eventually, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,11 +95,7 @@ def bucket_tree(s3: Any, bucket: str) -> dict[str, bytes]:
 
 def local_files(root: Path) -> dict[str, bytes]:
     """Regular files under root (outside the agent's state dir): relative path -> content."""
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in root.rglob("*")
-        if p.is_file() and not p.is_symlink() and ".cloudide-sync" not in p.parts
-    }
+    return saved_files(root)
 
 
 def sha(data: bytes) -> str:

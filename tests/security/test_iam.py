@@ -25,6 +25,14 @@ WILDCARD_RESOURCES: dict[tuple[str, str], str] = {
     ): "task tokens are not resources: SendTask* take no ARN",
     ("ApiFunctionRole", "AnswerWorkflowCallbacks"): "task tokens are not resources: SendTask* take no ARN",
     (
+        "ReconcilerFunctionRole",
+        "AnswerWorkflowCallbacks",
+    ): "task tokens are not resources: SendTask* take no ARN",
+    (
+        "ReconcilerFunctionRole",
+        "ListTerminalTasks",
+    ): "ListTasks is authorized on container instances; scoped by the ecs:cluster condition",
+    (
         "TaskEventsFunctionRole",
         "AnswerWorkflowCallbacks",
     ): "task tokens are not resources: SendTask* take no ARN",

@@ -7,9 +7,10 @@ emitting the task-state events that the real rule delivers to the real handler.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
 from sessions.ecs_tasks import EcsTasks
 from sessions.lifecycle import Lifecycle
-from sessions.record import Session, Status
+from sessions.record import Session, Status, WaitingFor
 from sessions.store import SessionStore
 
-from cloudide.offline import moto_fixes
+from cloudide.offline import faults, invariants, moto_fixes
 from cloudide.offline.fargate import FakeFargate
 from cloudide.offline.stack import OfflineAws
 
@@ -37,6 +38,9 @@ class Offline:
     state_machine_arn: str
     fargate: FakeFargate
     table_name: str
+    created: list[str] = field(default_factory=list)  # sessions this test made: the invariants' scope
+    # Workspaces a sync agent kept for this test (S3 key prefix -> local root): their files must be in S3.
+    workspaces: dict[str, Path] = field(default_factory=dict)
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -44,15 +48,18 @@ class Offline:
         settings = Settings(SESSIONS_TABLE=self.table_name, CLUSTER_ARN=self.cluster)
         return Lifecycle(settings, self.store, EcsTasks(settings), WorkflowCallbacks())
 
-    def new_session(self, *, idle_seconds: int = 3600, lifetime_seconds: int = 12 * 3600) -> Session:
+    def new_session(
+        self, *, idle_seconds: int = 3600, lifetime_seconds: int = 12 * 3600, project_id: str = "demo"
+    ) -> Session:
         session = Session.new(
             owner_id="user-1",
-            project_id="demo",
+            project_id=project_id,
             image="base",
             tier="small",
             idle_timeout_seconds=idle_seconds,
             max_lifetime_seconds=lifetime_seconds,
         )
+        self.created.append(session.session_id)
         return self.store.create(session)
 
     def start(self, session: Session) -> str:
@@ -76,6 +83,15 @@ class Offline:
                     f"session still {session.status} ({session.status_reason}), wanted {statuses}"
                 )
             time.sleep(0.05)
+
+    def wait_parked(self, session_id: str, waiting_for: WaitingFor, timeout: float = 20) -> Session:
+        """Until the workflow has parked its callback token for `waiting_for` on the record."""
+        deadline = time.monotonic() + timeout
+        while (session := self.store.require(session_id)).waiting_for is not waiting_for:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no token parked for {waiting_for} (session {session.status})")
+            time.sleep(0.05)
+        return session
 
     def wait_execution(self, execution_arn: str, timeout: float = 30) -> dict[str, Any]:
         sfn = self.aws.client("stepfunctions")
@@ -103,28 +119,44 @@ class Offline:
         ecs = self.aws.client("ecs")
         return str(ecs.describe_tasks(cluster=self.cluster, tasks=[task_arn])["tasks"][0]["lastStatus"])
 
+    def reconcile(self) -> dict[str, Any]:
+        """One reconciler run: the deployed function, invoked as its schedule would (schedules do not
+        fire offline)."""
+        response = self.aws.client("lambda").invoke(
+            FunctionName=self.aws.stack.physical_id("ReconcilerFunction") if self.aws.stack else "",
+            Payload=json.dumps({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}),
+        )
+        payload = json.loads(response["Payload"].read())
+        assert "FunctionError" not in response, payload
+        return dict(payload)
+
+    def violations(self) -> list[str]:
+        """The invariants (cloudide.offline.invariants) over every session this test made, every task in
+        the cluster and every workspace a sync agent kept, as they stand now."""
+        table = self.aws.session().resource("dynamodb").Table(self.table_name)
+        problems = invariants.session_violations(self.aws.client("ecs"), self.cluster, table, self.created)
+        bucket = self.aws.stack.outputs["WorkspaceBucketName"] if self.aws.stack else ""
+        for prefix, root in self.workspaces.items():
+            saved = invariants.saved_files(root)
+            problems += invariants.missing_files(self.aws.client("s3"), bucket, prefix, saved)
+        return problems
+
+    def check_invariants(self) -> None:
+        """The one invariant check every workflow and fault test ends with, once things have settled."""
+        problems = invariants.wait_for(self.violations)
+        assert not problems, problems
+
     def assert_invariants(self, session_id: str) -> Session:
-        """No task running without a live record; no live record without a task; ended records say why."""
-        session = self.store.require(session_id)
-        ecs = self.aws.client("ecs")
-        running = ecs.list_tasks(cluster=self.cluster, startedBy=session_id, desiredStatus="RUNNING")[
-            "taskArns"
-        ]
-        live_tasks = [arn for arn in running if self.task_status(arn) != "STOPPED"]
-        if session.status.is_live:
-            assert live_tasks or session.status is Status.PROVISIONING, (
-                f"live record without a task: {session}"
-            )
-        else:
-            assert not live_tasks, f"{session.status} record but tasks still running: {live_tasks}"
-            assert session.status_reason, "ended record without a reason"
-            assert session.wait_token is None
-        return session
+        """`check_invariants`, then the session's record for the test's own assertions."""
+        self.check_invariants()
+        return self.store.require(session_id)
 
 
 @pytest.fixture(scope="module")
 def offline_stack() -> Iterator[OfflineAws]:
-    with OfflineAws(ROOT / "template.yaml", parameters={"TerminalImageUri": "local/terminal:dev"}) as aws:
+    parameters = {"TerminalImageUri": "local/terminal:dev", "ReconcilerGraceSeconds": "1"}
+    with OfflineAws(ROOT / "template.yaml", parameters=parameters) as aws:
+        faults.install()
         yield aws
 
 
@@ -152,3 +184,5 @@ def offline(offline_stack: OfflineAws, monkeypatch: pytest.MonkeyPatch) -> Itera
         moto_fixes.SETTINGS.wait_scale = 1.0
         moto_fixes.SETTINGS.run_task_faults.clear()
         moto_fixes.SETTINGS.stop_task_listeners.clear()
+        moto_fixes.SETTINGS.function_failures.clear()
+        faults.FAULTS.clear()

@@ -189,17 +189,7 @@ def test_task_crashes_while_starting(offline: Offline) -> None:
             "out of memory: the terminal exceeded its tier's memory (exit code 137)",
             id="out-of-memory",
         ),
-        pytest.param(
-            {
-                "stop_code": "SpotInterruption",
-                "exit_code": 0,
-                "stopped_reason": "Your Spot Task was interrupted.",
-            },
-            Status.STOPPED,
-            "Fargate Spot reclaimed the capacity (SpotInterruption); the workspace was flushed",
-            id="spot-interruption",
-        ),
-    ],
+    ],  # a Spot interruption, with its final flush: tests/reliability/test_workspace_faults.py
 )
 def test_task_dies_mid_session(
     offline: Offline, changes: dict[str, object], status: Status, reason: str

@@ -12,7 +12,8 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
-from sessions.observability import logger, tracer
+from sessions.observability import logger, metrics, tracer
+from sessions.throttling import throttling_is_retryable
 from sessions.wiring import components
 
 
@@ -27,9 +28,15 @@ class StepRequest(BaseModel):
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 @event_parser(model=StepRequest)
 def handler(event: StepRequest, context: LambdaContext) -> dict[str, Any]:
     logger.append_keys(session_id=event.sessionId, step=event.step)
+    with throttling_is_retryable():
+        return _run_step(event)
+
+
+def _run_step(event: StepRequest) -> dict[str, Any]:
     lifecycle = components().lifecycle
     if event.step == "evaluate":
         return lifecycle.evaluate(event.sessionId)
