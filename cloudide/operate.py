@@ -13,108 +13,13 @@ import argparse
 import datetime as dt
 import json
 import sys
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from sessions.callbacks import WorkflowCallbacks
-from sessions.config import Settings
-from sessions.ecs_tasks import EcsTasks
-from sessions.lifecycle import Lifecycle
-from sessions.record import Session
-from sessions.store import RecordNotFound, SessionStore
+from cloudide.deployment import add_target_arguments, target_from
 
-from cloudide.deployment import OperatorError, Target, add_target_arguments, target_from
-
-CONTAINER = "terminal"
-LOG_STREAM_PREFIX = "terminal"  # the task definition's awslogs-stream-prefix
-FOLLOW_POLL_SECONDS = 2.0
-_DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
-
-
-class Operations:
-    """The deployment's session records, tasks and logs, by the names its stack outputs give."""
-
-    def __init__(self, target: Target) -> None:
-        self._target = target
-        self.cluster = target.output("ClusterName")
-        table_name = target.output("SessionsTableName")
-        table = target.session.resource("dynamodb", endpoint_url=target.endpoint_url).Table(table_name)
-        self._table_name = table_name
-        self.store = SessionStore(table_name, table=table)
-        self._ecs = target.client("ecs")
-        self._logs = target.client("logs")
-
-    def sessions(self, *, owner: str | None = None, include_ended: bool = False) -> list[Session]:
-        if owner:
-            return self.store.list_by_owner(owner, live_only=not include_ended)
-        return self.store.list_all(live_only=not include_ended)
-
-    def session(self, session_id: str) -> Session:
-        try:
-            return self.store.require(session_id)
-        except RecordNotFound:
-            raise OperatorError(f"no session {session_id} in {self._target.stack_name}") from None
-
-    def tasks(self, *, stopped: bool = False) -> list[dict[str, Any]]:
-        arns: list[str] = []
-        paginator = self._ecs.get_paginator("list_tasks")
-        for page in paginator.paginate(
-            cluster=self.cluster, desiredStatus="STOPPED" if stopped else "RUNNING"
-        ):
-            arns.extend(page.get("taskArns", []))
-        tasks: list[dict[str, Any]] = []
-        for start in range(0, len(arns), _DESCRIBE_BATCH):
-            batch = arns[start : start + _DESCRIBE_BATCH]
-            tasks.extend(
-                self._ecs.describe_tasks(cluster=self.cluster, tasks=batch, include=["TAGS"])["tasks"]
-            )
-        return tasks
-
-    def task(self, task_arn: str) -> dict[str, Any] | None:
-        tasks = self._ecs.describe_tasks(cluster=self.cluster, tasks=[task_arn], include=["TAGS"])["tasks"]
-        return tasks[0] if tasks else None
-
-    def log_lines(
-        self, session: Session, *, follow: bool, sleep: Callable[[float], None] = time.sleep
-    ) -> Iterator[str]:
-        """The terminal container's log, oldest first; with `follow`, until the session has ended."""
-        if session.task_arn is None:
-            raise OperatorError(f"session {session.session_id} has no task yet ({session.status.value})")
-        group = self._target.output("TerminalLogGroupName")
-        stream = f"{LOG_STREAM_PREFIX}/{CONTAINER}/{session.task_arn.rsplit('/', 1)[-1]}"
-        request: dict[str, Any] = {"logGroupName": group, "logStreamName": stream, "startFromHead": True}
-        while True:
-            try:
-                page = self._logs.get_log_events(**request)
-            except self._logs.exceptions.ResourceNotFoundException:
-                page = {"events": [], "nextForwardToken": request.get("nextToken")}
-            for event in page["events"]:
-                stamp = dt.datetime.fromtimestamp(event["timestamp"] / 1000, dt.UTC).strftime("%H:%M:%S")
-                yield f"{stamp} {event['message'].rstrip()}"
-            token = page.get("nextForwardToken")
-            caught_up = not page["events"] or token == request.get("nextToken")
-            if token:
-                request["nextToken"] = token
-            if caught_up:
-                if not follow or not self.session(session.session_id).status.is_live:
-                    return
-                sleep(FOLLOW_POLL_SECONDS)
-
-    def stop(self, session_id: str, *, force: bool = False) -> Session:
-        """As `DELETE /sessions/{id}`: record the stop and answer the workflow; `force` also stops the task."""
-        session = self.session(session_id)
-        if not session.status.is_live:
-            return session
-        settings = Settings.model_validate({"SESSIONS_TABLE": self._table_name, "CLUSTER_ARN": self.cluster})
-        tasks = EcsTasks(settings, client=self._ecs)
-        lifecycle = Lifecycle(
-            settings, self.store, tasks, WorkflowCallbacks(client=self._target.client("stepfunctions"))
-        )
-        session = lifecycle.request_stop(session_id, "operator")
-        if force and session.task_arn:
-            tasks.stop(session.task_arn, "stopped by an operator (cloudide stop --force)")
-        return session
+if TYPE_CHECKING:
+    from cloudide.operations import Operations
 
 
 # The command line ---------------------------------------------------------------------------------
@@ -152,7 +57,7 @@ def _common(
 ) -> None:
     add_target_arguments(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.set_defaults(func=lambda args: command(Operations(target_from(args)), args))
+    parser.set_defaults(func=lambda args: command(_operations(args), args))
 
 
 def _list_sessions(ops: Operations, args: argparse.Namespace) -> int:
@@ -246,3 +151,9 @@ def _dump(document: Any) -> int:
     json.dump(document, sys.stdout, indent=2, default=str)
     print()
     return 0
+
+
+def _operations(args: argparse.Namespace) -> Operations:
+    from cloudide.operations import Operations  # only now: see cloudide.operations
+
+    return Operations(target_from(args))

@@ -7,6 +7,7 @@ entrypoint in a sandbox), the SSM-protocol peer that serves ECS Exec into those 
 (API Gateway proxy events into the deployed API function) and the browser gateway, which obtains its data
 channels from the REST API exactly as it does in front of a real deployment. Shutdown runs in reverse and
 stops every task the way ECS does, so each workspace is flushed to the local S3 before anything exits.
+EventBridge schedules (the reconciler's) fire here as on AWS, at their period times the time scale.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from cloudide.localstack.rest_api import (
     routes_from_template,
 )
 from cloudide.localstack.runner import LocalTaskRunner
+from cloudide.localstack.schedules import Schedules
 from cloudide.offline.clock import ScaledClock
 from cloudide.offline.stack import DeployedStack, OfflineAws
 from cloudide.transport.gateway import Gateway
@@ -93,6 +95,7 @@ class LocalStack:
         self.state_dir = config.state_dir.resolve()
         self.aws: OfflineAws | None = None
         self.runner: LocalTaskRunner | None = None
+        self.schedules: Schedules | None = None
         self.peer: LocalPeer | None = None
         self.rest_api: RestApiServer | None = None
         self.gateway: Gateway | None = None
@@ -155,6 +158,9 @@ class LocalStack:
         self._say(f"  isolation: {self.runner.isolation}")
         if self.runner.warning:
             self._say(f"  !! {self.runner.warning}")
+        self.schedules = Schedules(self.aws, time_scale=self.config.time_scale).start()
+        for schedule in self.schedules.schedules:
+            self._say(f"  schedule {schedule.rule}: every {schedule.period_s:g} s")
         with self._step("ECS Exec peer (SSM data channel)"):
             self.peer = LocalPeer()
             await self.peer.start()
@@ -190,6 +196,8 @@ class LocalStack:
         if self.gateway is not None:
             with self._step("closing the browser gateway"):
                 await self.gateway.close()
+        if self.schedules is not None:
+            await loop.run_in_executor(None, self.schedules.close)
         if self.runner is not None:
             with self._step("stopping every task (SIGTERM, flush the workspace to S3, STOPPED event)"):
                 await loop.run_in_executor(None, self.runner.close)

@@ -100,6 +100,12 @@ class Deployment:
         except self.client("s3").exceptions.NoSuchKey:
             return None
 
+    def physical_id(self, logical_id: str) -> str:
+        resource = self.client("cloudformation").describe_stack_resource(
+            StackName=self.stack_name, LogicalResourceId=logical_id
+        )
+        return str(resource["StackResourceDetail"]["PhysicalResourceId"])
+
     def running_tasks(self) -> list[str]:
         cluster = self.output_value("ClusterName")
         return list(self.client("ecs").list_tasks(cluster=cluster, desiredStatus="RUNNING")["taskArns"])

@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.local_stack import ApiError, RunningStack, local_stack, processes_mentioning
 from tests.e2e.scenarios import Shell, first_terminal, ready_session
-from tests.support import require_tool
+from tests.support import eventually, require_tool
 from tests.transport.browser import Browser, require_xterm, run, run_in_terminal, wait_for_line
 
 
@@ -27,9 +27,12 @@ from tests.transport.browser import Browser, require_xterm, run, run_in_terminal
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     require_tool("bwrap", "the local stack's task sandbox")
     require_tool("tmux", "the terminal's persistent shell")
-    # Shortened timeouts: a 1-minute idle timeout allowed (3 s at the time scale)
+    # Shortened timeouts: a 1-minute idle timeout allowed (3 s at the time scale); the reconciler runs
+    # every 2 minutes (6 s) and leaves alone what is younger than 20 s (its grace is real time).
     with local_stack(
-        tmp_path_factory.mktemp("local-stack"), "--parameter", "IdleTimeoutMinMinutes=1"
+        tmp_path_factory.mktemp("local-stack"),
+        *("--parameter", "IdleTimeoutMinMinutes=1"),
+        *("--parameter", "ReconcilerPeriodMinutes=2", "--parameter", "ReconcilerGraceSeconds=20"),
     ) as running:
         yield running
     assert running.process.returncode == 0, running.output
@@ -190,3 +193,48 @@ def test_in_chromium_start_type_stop_from_the_page(stack: RunningStack) -> None:
     ended = stack.session(session_id)
     assert stack.workspace_object(ended, "note.txt") == b"hello\n"
     assert_task_gone(stack, ended)
+
+
+def test_the_reconciler_stops_a_task_no_session_owns(stack: RunningStack) -> None:
+    # Given a terminal task started behind the control plane's back (a leak: no session record)
+    workflow = stack.client("lambda").get_function_configuration(
+        FunctionName=stack.physical_id("WorkflowFunction")
+    )
+    variables = workflow["Environment"]["Variables"]
+    leaked = stack.client("ecs").run_task(
+        cluster=stack.output_value("ClusterName"),
+        taskDefinition=stack.output_value("TerminalTaskDefinitionArn"),
+        group="cloudide-terminals",
+        startedBy="no-such-session",
+        launchType="FARGATE",
+        # started by hand, so no session to vend credentials against: it syncs on its task role
+        overrides={
+            "containerOverrides": [
+                {
+                    "name": "terminal",
+                    "environment": [
+                        {"name": "WORKSPACE_ACCESS_FUNCTION", "value": ""},
+                        {"name": "SESSION_ID", "value": "no-such-session"},
+                        {"name": "WORKSPACE_PREFIX", "value": "workspaces/nobody/leak/"},
+                    ],
+                }
+            ]
+        },
+        enableExecuteCommand=True,
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": variables["SUBNETS"].split(","),
+                "securityGroups": variables["SECURITY_GROUPS"].split(","),
+            }
+        },
+    )["tasks"][0]["taskArn"]
+
+    # Then the scheduled reconciler stops it once its grace (20 s) has passed, within a period (6 s)
+    ecs, cluster = stack.client("ecs"), stack.output_value("ClusterName")
+    eventually(
+        lambda: ecs.describe_tasks(cluster=cluster, tasks=[leaked])["tasks"][0]["lastStatus"] == "RUNNING"
+    )
+    eventually(lambda: leaked not in stack.running_tasks(), timeout=60, interval=0.5)
+    stopped = ecs.describe_tasks(cluster=cluster, tasks=[leaked])["tasks"][0]
+    assert stopped["stopCode"] == "UserInitiated" and "reconciler" in stopped["stoppedReason"], stopped
+    eventually(lambda: processes_mentioning(leaked.rsplit("/", 1)[-1]) == [], timeout=30, interval=0.5)

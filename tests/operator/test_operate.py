@@ -19,7 +19,7 @@ from cloudide.catalog import REPO_ROOT
 from cloudide.cli import main
 from cloudide.deployment import Target
 from cloudide.offline.stack import OfflineAws
-from cloudide.operate import Operations
+from cloudide.operations import Operations
 
 STACK = "cloudide-ops"
 REGION = "us-east-1"
