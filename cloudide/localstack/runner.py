@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cloudide.localstack.awslogs import LogShipper
 from cloudide.localstack.sandbox import EndpointBridge, Isolation, Limits, Sandbox, SandboxError, SandboxHost
 from cloudide.offline.stack import OfflineAws
 
@@ -30,8 +31,9 @@ logger = logging.getLogger(__name__)
 
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 ESSENTIAL_EXITED = "Essential container in task exited"
-DEFAULT_CPU_UNITS = 256  # moto drops a CloudFormation task definition's Cpu; Fargate's smallest size
+DEFAULT_CPU_UNITS = 256  # a task definition without a Cpu: Fargate's smallest size
 DEFAULT_STOP_TIMEOUT_S = 30  # ECS's default when the container definition sets none
+LOG_SHIP_INTERVAL_S = 1.0  # how often the awslogs driver stand-in ships new container output
 LIVE_PHASES = {"starting", "pulling", "running", "flushing"}  # workspace_sync's status.json phases
 
 
@@ -63,6 +65,7 @@ class _Task:
     exec_ready: bool = False
     stop_requested: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    logs: LogShipper | None = None  # the awslogs driver: container.log to the local CloudWatch Logs
 
 
 class LocalTaskRunner:
@@ -110,6 +113,7 @@ class LocalTaskRunner:
         self._watcher: threading.Thread | None = None
         self._unsubscribe: Any = None
         self._ecs: Any = aws.client("ecs")
+        self._logs: Any = aws.client("logs")
 
     # --------------------------------------------------------------------------------- public surface
 
@@ -275,7 +279,7 @@ class LocalTaskRunner:
     def _run_task(self, task: _Task) -> None:
         self._report(task, "PENDING")
         try:
-            sandbox, stop_timeout = self._sandbox(task.arn)
+            sandbox, stop_timeout, task.logs = self._sandbox(task.arn)
             task.sandbox = sandbox
             sandbox.prepare()
             sandbox.start()
@@ -308,8 +312,12 @@ class LocalTaskRunner:
         started = time.monotonic()
         kill_at: float | None = None
         status_file = sandbox.workspace / ".cloudide-sync" / "status.json"
+        shipped_at = started
         while (code := sandbox.poll()) is None:
             now = time.monotonic()
+            if task.logs and now - shipped_at >= LOG_SHIP_INTERVAL_S:
+                task.logs.ship()
+                shipped_at = now
             if task.stop_requested.is_set() and kill_at is None:
                 sandbox.signal(signal.SIGTERM)
                 kill_at = now + stop_timeout
@@ -331,6 +339,8 @@ class LocalTaskRunner:
 
     def _finish(self, task: _Task) -> None:
         task.exec_ready = False
+        if task.logs:
+            task.logs.ship()
         if task.sandbox:
             task.sandbox.close()
             if task.sandbox.relay_socket:
@@ -354,8 +364,9 @@ class LocalTaskRunner:
             "AWS_SESSION_TOKEN": credentials["SessionToken"],
         }
 
-    def _sandbox(self, arn: str) -> tuple[Sandbox, float]:
-        """The task's sandbox and its scaled stopTimeout, from the task definition and RunTask overrides."""
+    def _sandbox(self, arn: str) -> tuple[Sandbox, float, LogShipper | None]:
+        """The task's sandbox, its scaled stopTimeout and its log driver, from the task definition and
+        RunTask overrides."""
         described = self._ecs.describe_tasks(cluster=self.cluster, tasks=[arn])["tasks"][0]
         definition = self._ecs.describe_task_definition(taskDefinition=described["taskDefinitionArn"])
         definition = definition["taskDefinition"]
@@ -378,7 +389,8 @@ class LocalTaskRunner:
             self._host, name, self._directory(arn), env=env, limits=limits,
             aws_endpoint=self.aws.endpoint_url, relay_socket=relay,
         )  # fmt: skip
-        return sandbox, float(container.get("stopTimeout") or DEFAULT_STOP_TIMEOUT_S) * self.time_scale
+        stop_timeout = float(container.get("stopTimeout") or DEFAULT_STOP_TIMEOUT_S) * self.time_scale
+        return sandbox, stop_timeout, LogShipper.for_container(self._logs, sandbox.log_path, container, arn)
 
 
 def _phase(status_file: Path) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.local_stack import ApiError, RunningStack, local_stack, processes_mentioning
+from tests.e2e.local_stack import CLOUDIDE, ApiError, RunningStack, local_stack, processes_mentioning
 from tests.e2e.scenarios import Shell, first_terminal, ready_session
 from tests.support import eventually, require_tool
 from tests.transport.browser import Browser, require_xterm, run, run_in_terminal, wait_for_line
@@ -238,3 +239,33 @@ def test_the_reconciler_stops_a_task_no_session_owns(stack: RunningStack) -> Non
     stopped = ecs.describe_tasks(cluster=cluster, tasks=[leaked])["tasks"][0]
     assert stopped["stopCode"] == "UserInitiated" and "reconciler" in stopped["stoppedReason"], stopped
     eventually(lambda: processes_mentioning(leaked.rsplit("/", 1)[-1]) == [], timeout=30, interval=0.5)
+
+
+def test_operators_read_a_sessions_logs_and_stop_it_from_the_command_line(stack: RunningStack) -> None:
+    session = ready_session(stack, projectId="operated")
+    target = [
+        "--stack",
+        stack.stack_name,
+        "--endpoint-url",
+        stack.endpoints["endpointUrl"],
+        "--region",
+        "us-east-1",
+    ]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+    def cloudide(*args: str) -> str:
+        done = subprocess.run(
+            [str(CLOUDIDE), *args, *target], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    # The container's output reaches CloudWatch Logs as the awslogs driver ships it
+    eventually(lambda: session["sessionId"] in cloudide("logs", session["sessionId"]), timeout=30, interval=1)
+    assert session["taskArn"].rsplit("/", 1)[-1] in cloudide("tasks")
+
+    cloudide("stop", session["sessionId"])
+
+    ended = stack.wait_status(session["sessionId"], "STOPPED")
+    assert ended["statusReason"] == "stopped by operator"
+    assert_task_gone(stack, ended)
