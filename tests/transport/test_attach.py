@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import pytest
 
 from cloudide.cli import build_parser
 from cloudide.transport.peer import LocalPeer
+from tests.transport.stub_api import Answer, Request, stub_api
 
 pytestmark = pytest.mark.timeout(60)
 REMOTE_SHELL = ["bash", "--norc", "--noprofile", "--noediting"]
@@ -77,32 +76,15 @@ def peer() -> Iterator[PeerThread]:
 def api(peer: PeerThread) -> Iterator[str]:
     """The REST API's connect endpoint, as far as attach cares: bearer auth, fresh exec credentials."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            if self.headers.get("Authorization") != f"Bearer {API_TOKEN}":
-                self._reply(401, {"message": "Unauthorized"})
-            elif self.path != f"/v1/sessions/{SESSION_ID}/connect":
-                self._reply(404, {"message": "no such session"})
-            else:
-                self._reply(200, peer.new_session())
+    def answer(request: Request) -> Answer:
+        if request.authorization != f"Bearer {API_TOKEN}":
+            return 401, {"message": "Unauthorized"}
+        if request.path != f"/v1/sessions/{SESSION_ID}/connect":
+            return 404, {"message": "no such session"}
+        return 200, peer.new_session()
 
-        def _reply(self, status: int, body: dict[str, str]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    thread.join(WAIT)
+    with stub_api(answer) as (url, _):
+        yield f"{url}/v1"
 
 
 @pytest.fixture

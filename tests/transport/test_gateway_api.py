@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,39 +13,7 @@ from cloudide.transport.gateway_api import ApiUnavailable, ConnectRejected, api_
 from cloudide.transport.gateway_hub import HubLimits
 from cloudide.transport.peer import LocalPeer
 from tests.transport.browser import SHELL, SHELL_ENV, FakeBrowser, run
-
-Answer = tuple[int, Any]  # status and JSON body (bytes are sent as they are)
-
-
-@contextmanager
-def stub_api(answer: Callable[[str, str], Answer]) -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """An HTTP server answering ``POST`` with ``answer(path, authorization)``; yields its URL and requests."""
-    requests: list[dict[str, str]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            authorization = self.headers.get("Authorization", "")
-            requests.append({"method": "POST", "path": self.path, "authorization": authorization})
-            status, body = answer(self.path, authorization)
-            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/prod/", requests
-    finally:
-        server.shutdown()
-        server.server_close()
-
+from tests.transport.stub_api import Answer, Request, stub_api
 
 CREDENTIALS = {"sessionId": "ecs-execute-command-1", "streamUrl": "wss://example/v1/x", "tokenValue": "tv"}
 
@@ -63,12 +26,10 @@ def _connect(api_url: str, session_id: str = "s-1", token: str = "user-token") -
 
 
 def test_connect_posts_with_the_users_bearer_token_and_returns_the_exec_session() -> None:
-    with stub_api(lambda path, auth: (200, CREDENTIALS)) as (url, requests):
-        credentials = _connect(url)
+    with stub_api(lambda request: (200, CREDENTIALS)) as (url, requests):
+        credentials = _connect(f"{url}/prod/")
     assert credentials == ExecCredentials("ecs-execute-command-1", "wss://example/v1/x", "tv")
-    assert requests == [
-        {"method": "POST", "path": "/prod/sessions/s-1/connect", "authorization": "Bearer user-token"}
-    ]
+    assert requests == [Request("POST", "/prod/sessions/s-1/connect", "Bearer user-token")]
 
 
 @pytest.mark.parametrize(
@@ -82,7 +43,7 @@ def test_connect_posts_with_the_users_bearer_token_and_returns_the_exec_session(
     ids=["401", "403", "404", "409-without-body"],
 )
 def test_a_4xx_is_a_refusal_with_the_apis_message(status: int, body: Any, message: str) -> None:
-    with stub_api(lambda path, auth: (status, body)) as (url, _), pytest.raises(ConnectRejected) as refused:
+    with stub_api(lambda request: (status, body)) as (url, _), pytest.raises(ConnectRejected) as refused:
         _connect(url)
     assert (refused.value.status, refused.value.message, refused.value.close_code) == (
         status,
@@ -97,12 +58,12 @@ def test_a_4xx_is_a_refusal_with_the_apis_message(status: int, body: Any, messag
     ids=["5xx", "not-json", "missing-keys", "not-an-object"],
 )
 def test_a_server_error_or_unusable_answer_is_worth_retrying(answer: Answer) -> None:
-    with stub_api(lambda path, auth: answer) as (url, _), pytest.raises(ApiUnavailable):
+    with stub_api(lambda request: answer) as (url, _), pytest.raises(ApiUnavailable):
         _connect(url)
 
 
 def test_an_unreachable_api_is_worth_retrying() -> None:
-    with stub_api(lambda path, auth: (200, CREDENTIALS)) as (url, _):
+    with stub_api(lambda request: (200, CREDENTIALS)) as (url, _):
         pass  # the server is gone once the block ends
     with pytest.raises(ApiUnavailable, match="unreachable"):
         _connect(url)
@@ -112,8 +73,8 @@ def test_the_gateway_relays_through_the_api_and_shows_its_refusals_to_the_browse
     async def scenario() -> None:
         async with LocalPeer() as peer:
 
-            def answer(path: str, authorization: str) -> Answer:
-                if authorization != "Bearer alice":
+            def answer(request: Request) -> Answer:
+                if request.authorization != "Bearer alice":
                     return 404, {"message": "Session not found"}
                 credentials = peer.new_session(SHELL, env=SHELL_ENV)
                 return 200, {

@@ -67,11 +67,15 @@ window.cloudideSessions = (function () {
         if (s.status === "READY") {
           button(actions, "Open", "open", function () { openTerminal(s.sessionId, bearer()); });
         }
-        if (LIVE.has(s.status) && s.status !== "STOPPING") {
+        if (LIVE.has(s.status) && s.status !== "STOPPING" && !s.stopRequestedAt) {
           button(actions, "Stop", "stop", function () { stop(s.sessionId); });
         }
       }
     }
+
+    // A stop is asynchronous: DELETE records stopRequestedAt and the session stays READY until its
+    // workflow moves it to STOPPING, so a READY session with a stop requested is still on its way.
+    function onItsWay(s) { return !SETTLED.has(s.status) || (LIVE.has(s.status) && !!s.stopRequestedAt); }
 
     async function refresh() {
       clearTimeout(timer);
@@ -80,7 +84,7 @@ window.cloudideSessions = (function () {
         const sessions = (await call("GET", "/sessions")).sessions;
         sessions.sort(function (a, b) { return a.createdAt < b.createdAt ? 1 : -1; });
         render(sessions);
-        if (sessions.some(function (s) { return !SETTLED.has(s.status); })) timer = setTimeout(refresh, POLL_MS);
+        if (sessions.some(onItsWay)) timer = setTimeout(refresh, POLL_MS);
       } catch (error) {
         say("could not list sessions: " + error.message);
         timer = setTimeout(refresh, POLL_MS * 5);  // the API may be briefly unreachable: keep trying
