@@ -1,7 +1,9 @@
 """Terminal transport on loopback: keystroke echo latency and output throughput through the gateway.
 
 The measured path is the browser's: a WebSocket client speaking the gateway's browser format, the
-gateway, the SSM-style data channel (protocol, acks, window) to a ``LocalPeer``, and a PTY. The
+gateway, the SSM-style data channel (protocol, acks, window) to a ``LocalPeer``, and a PTY. The peer
+stands in for the SSM agent, which runs on the task and not beside the gateway, so it runs in a process
+of its own (``bench/_agent.py``): the gateway's process pays for its half of the protocol only. The
 baseline, measured in the same run on the same machine, is the ttyd-style lower bound: one WebSocket
 relaying raw bytes to and from a PTY with no protocol at all. The remote program is the same on both:
 ``cat`` in raw mode, which echoes each keystroke the way a shell's line editor does.
@@ -16,9 +18,10 @@ import os
 import pty
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,7 +31,6 @@ from websockets.exceptions import ConnectionClosed
 
 from cloudide.transport.client import Connector, ExecCredentials, TerminalConnection, TransportError
 from cloudide.transport.gateway import Gateway
-from cloudide.transport.peer import LocalPeer
 
 ECHO_COMMAND = ("sh", "-c", "stty raw -echo && exec cat")
 KEYSTROKES = 500
@@ -73,11 +75,11 @@ async def _run() -> dict[str, float]:
 
 
 async def _through_gateway(command: Sequence[str], measure: Callable[[ClientConnection], Awaitable[T]]) -> T:
-    async with LocalPeer() as peer:
+    async with _agent(command) as credentials:
 
         def factory(session_id: str, token: str) -> Connector:
             async def connector() -> ExecCredentials:
-                return peer.new_session(command)
+                return credentials
 
             return connector
 
@@ -92,10 +94,10 @@ async def _through_gateway(command: Sequence[str], measure: Callable[[ClientConn
 
 
 async def _client_throughput(command: Sequence[str]) -> float:
-    async with LocalPeer() as peer:
+    async with _agent(command) as credentials:
 
         async def connector() -> ExecCredentials:
-            return peer.new_session(command)
+            return credentials
 
         received = 0
         first: float | None = None
@@ -108,6 +110,33 @@ async def _client_throughput(command: Sequence[str]) -> float:
                         received += len(chunk)
         assert first is not None
         return received / 1e6 / (time.perf_counter() - first)
+
+
+@contextlib.asynccontextmanager
+async def _agent(command: Sequence[str]) -> AsyncIterator[ExecCredentials]:
+    """One exec session served by the agent stand-in in its own process (see ``bench/_agent.py``)."""
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench._agent",
+        *command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[1],
+    )
+    assert agent.stdin is not None and agent.stdout is not None
+    try:
+        line = await asyncio.wait_for(agent.stdout.readline(), 30)
+        if not line:
+            raise RuntimeError("the agent stand-in exited before offering a session")
+        yield ExecCredentials.from_json(json.loads(line))
+    finally:
+        agent.stdin.close()
+        try:
+            await asyncio.wait_for(agent.wait(), 10)
+        except TimeoutError:
+            agent.kill()
+            await agent.wait()
 
 
 async def _baseline(command: Sequence[str], measure: Callable[[ClientConnection], Awaitable[T]]) -> T:
