@@ -75,3 +75,28 @@ def test_in_chromium_the_panel_follows_a_stop_until_the_session_has_stopped() ->
 
     run(scenario(), timeout_s=60)
     assert api.listings_since_stop is not None and api.listings_since_stop > READY_POLLS_AFTER_STOP
+
+
+def test_in_chromium_a_session_that_ends_on_its_own_leaves_the_panel_without_hammering_the_api() -> None:
+    chromium = require_tool("chromium", "the page is tested in a headless browser")
+    require_xterm()
+    session = {"sessionId": "s-1", "projectId": "p", "status": "READY", "statusReason": ""}
+    row = "document.querySelector('#session-rows tr[data-session-id=\"s-1\"]')"
+
+    def answer(request: Request) -> Answer:
+        return 200, {"sessions": [session]}
+
+    async def scenario() -> list[Request]:
+        with stub_api(answer) as (api_url, requests):
+            async with running_gateway(api_url=api_url) as (gateway, _), Browser(chromium) as browser:
+                # Given my READY session in the panel, which then idles out with nobody touching the page
+                page = await browser.new_page(f"{gateway.url}/#token=local:me")
+                await page.wait_for(f"!!({row} && {row}.dataset.status === 'READY')")
+                session.update(status="STOPPED", statusReason="idle for 30 minutes")
+                # Then the panel shows it ended, from its slow watch of live sessions
+                await page.wait_for(f"{row} && {row}.dataset.status === 'STOPPED'", timeout_s=25)
+                return list(requests)
+
+    listings = [r for r in run(scenario(), timeout_s=60) if r.method == "GET"]
+    # ...and it listed at the watch's pace, not the 1 s pace of a session on its way
+    assert 2 <= len(listings) <= 3, listings

@@ -6,7 +6,8 @@
 window.cloudideSessions = (function () {
   const LIVE = new Set(["REQUESTED", "PROVISIONING", "STARTING", "READY", "STOPPING"]);
   const SETTLED = new Set(["READY", "STOPPED", "FAILED"]);
-  const POLL_MS = 1000;
+  const POLL_MS = 1000;  // while a session is on its way somewhere
+  const WATCH_MS = 15000;  // while one is READY: it may still end on its own (idle timeout, lifetime)
 
   function show(apiUrl, token, openTerminal) {
     const panel = document.getElementById("sessions");
@@ -85,6 +86,7 @@ window.cloudideSessions = (function () {
         sessions.sort(function (a, b) { return a.createdAt < b.createdAt ? 1 : -1; });
         render(sessions);
         if (sessions.some(onItsWay)) timer = setTimeout(refresh, POLL_MS);
+        else if (sessions.some(function (s) { return LIVE.has(s.status); })) timer = setTimeout(refresh, WATCH_MS);
       } catch (error) {
         say("could not list sessions: " + error.message);
         timer = setTimeout(refresh, POLL_MS * 5);  // the API may be briefly unreachable: keep trying
