@@ -182,9 +182,11 @@ def test_in_chromium_start_type_stop_from_the_page(stack: RunningStack) -> None:
             await run_in_terminal(page, "echo hello > note.txt && cat note.txt")
             await wait_for_line(page, "hello")
             # Then stopping it from the list ends it
-            await page.evaluate("document.getElementById('back').click()")
-            await page.wait_for(f"!!({row} && {row}.querySelector('button.stop'))", timeout_s=30)
-            await page.evaluate(f"{row}.querySelector('button.stop').click()")
+            # ("sessions" is a link that reloads the page: wait for the new document, not the one left)
+            await page.evaluate("window.leaving = true; document.getElementById('back').click()")
+            stop_button = f"!window.leaving && {row} && {row}.querySelector('button.stop')"
+            await page.wait_for(f"!!({stop_button})", timeout_s=30)
+            await page.evaluate(f"({stop_button}).click()")
             await page.wait_for(f"{row} && {row}.dataset.status === 'STOPPED'", timeout_s=60)
             return str(session_id)
 
