@@ -12,16 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
 import termios
 import tty
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +30,12 @@ from cloudide.transport.client import (
     TransportError,
 )
 from cloudide.transport.fdio import wait_readable
+from cloudide.transport.sessions_api import (
+    ACTIVITY_INTERVAL_S,
+    ActivityReport,
+    ActivityReporter,
+    SessionsApi,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,25 +68,29 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
-        connect = connector_from_args(args)
+        connect, report_activity = endpoints_from_args(args)
     except ValueError as error:
         print(f"cloudide attach: {error}", file=sys.stderr)
         return 2
-    return asyncio.run(attach(connect, sys.stdin.fileno(), sys.stdout.fileno()))
+    return asyncio.run(
+        attach(connect, sys.stdin.fileno(), sys.stdout.fileno(), report_activity=report_activity)
+    )
 
 
-def connector_from_args(args: argparse.Namespace) -> Connector:
+def endpoints_from_args(args: argparse.Namespace) -> tuple[Connector, ActivityReport | None]:
+    """How to (re)connect, and how to report activity: only a session attached through the API has both."""
     if args.stream_url or args.token_value:
         if not (args.stream_url and args.token_value):
             raise ValueError("--stream-url and --token-value go together")
         if args.session_id:
             raise ValueError("give either SESSION_ID or --stream-url/--token-value, not both")
-        return single_use_connector(ExecCredentials("stream-url", args.stream_url, args.token_value))
+        return single_use_connector(ExecCredentials("stream-url", args.stream_url, args.token_value)), None
     if not args.session_id:
         raise ValueError("SESSION_ID (with --api and --token) or --stream-url/--token-value is required")
     if not args.api or not args.token:
         raise ValueError("SESSION_ID needs --api and --token (or $CLOUDIDE_API and $CLOUDIDE_TOKEN)")
-    return rest_connector(args.api, args.session_id, args.token)
+    api = SessionsApi(args.api, timeout_s=CONNECT_TIMEOUT)
+    return api.connector(args.session_id, args.token), api.activity(args.session_id, args.token)
 
 
 def single_use_connector(credentials: ExecCredentials) -> Connector:
@@ -102,50 +108,21 @@ def single_use_connector(credentials: ExecCredentials) -> Connector:
     return connect
 
 
-def rest_connector(api: str, session_id: str, token: str, *, timeout: float = CONNECT_TIMEOUT) -> Connector:
-    """Calls ``POST {api}/sessions/{id}/connect`` for fresh exec credentials, once per data channel."""
-    url = f"{api.rstrip('/')}/sessions/{urllib.parse.quote(session_id, safe='')}/connect"
+async def attach(
+    connect: Connector,
+    stdin_fd: int,
+    stdout_fd: int,
+    *,
+    report_activity: ActivityReport | None = None,
+    activity_interval_s: float = ACTIVITY_INTERVAL_S,
+) -> int:
+    """Relay between the local terminal and the session until the shell exits; returns the exit status.
 
-    async def connect() -> ExecCredentials:
-        return await asyncio.to_thread(_post_connect, url, token, timeout)
-
-    return connect
-
-
-def _post_connect(url: str, token: str, timeout: float) -> ExecCredentials:
-    request = urllib.request.Request(
-        url,
-        data=b"",
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            document = json.load(response)
-    except urllib.error.HTTPError as error:
-        detail = _error_detail(error)
-        if error.code == 429 or error.code >= 500:
-            raise ConnectionError(f"connect returned HTTP {error.code}: {detail}") from error
-        raise ConnectFailed(f"connect returned HTTP {error.code}: {detail}") from error
-    except ValueError as error:
-        raise ConnectFailed(f"connect did not return JSON: {error}") from error
-    try:
-        return ExecCredentials.from_json(document)
-    except (ValueError, TypeError) as error:
-        raise ConnectFailed(f"unexpected connect response: {error}") from error
-
-
-def _error_detail(error: urllib.error.HTTPError) -> str:
-    body = error.read(4096).decode(errors="replace")
-    with contextlib.suppress(ValueError, AttributeError):
-        parsed = json.loads(body)
-        return str(parsed.get("message") or parsed.get("error") or body)
-    return body or str(error.reason)
-
-
-async def attach(connect: Connector, stdin_fd: int, stdout_fd: int) -> int:
-    """Relay between the local terminal and the session until the shell exits; returns the exit status."""
+    With ``report_activity``, typing and output tell the API the session is in use, so its idle
+    watchdog leaves it running (see :class:`ActivityReporter`).
+    """
     rows, cols = _terminal_size(stdout_fd)
+    activity = ActivityReporter(report_activity, interval_s=activity_interval_s) if report_activity else None
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -163,14 +140,19 @@ async def attach(connect: Connector, stdin_fd: int, stdout_fd: int) -> int:
         try:
             async with TerminalConnection(connect, rows=rows, cols=cols) as terminal:
                 loop.add_signal_handler(signal.SIGWINCH, on_resize, terminal)
-                forward = asyncio.create_task(_forward_input(terminal, stdin_fd))
+                forward = asyncio.create_task(_forward_input(terminal, stdin_fd, activity))
+                reporting = asyncio.create_task(activity.run()) if activity else None
                 try:
                     while True:
                         _write_all(stdout_fd, await terminal.recv())
+                        if activity:
+                            activity.touch()
                 except TransportError as error:
                     outcome = error
                 finally:
                     forward.cancel()
+                    if reporting is not None:
+                        reporting.cancel()
                     loop.remove_signal_handler(signal.SIGWINCH)
         except asyncio.CancelledError:
             outcome = TransportError("interrupted")
@@ -184,12 +166,16 @@ async def attach(connect: Connector, stdin_fd: int, stdout_fd: int) -> int:
     return 1
 
 
-async def _forward_input(terminal: TerminalConnection, stdin_fd: int) -> None:
+async def _forward_input(
+    terminal: TerminalConnection, stdin_fd: int, activity: ActivityReporter | None
+) -> None:
     while True:
         await wait_readable(stdin_fd)
         data = os.read(stdin_fd, READ_SIZE)
         if not data:
             return  # stdin closed (not a terminal): keep showing output until the session ends
+        if activity:
+            activity.touch()
         await terminal.send(data)
 
 

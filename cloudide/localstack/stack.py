@@ -38,8 +38,9 @@ from cloudide.localstack.schedules import Schedules
 from cloudide.offline.clock import ScaledClock
 from cloudide.offline.stack import DeployedStack, OfflineAws
 from cloudide.transport.gateway import Gateway
-from cloudide.transport.gateway_api import api_connector_factory
+from cloudide.transport.gateway_hub import HubLimits
 from cloudide.transport.peer import LocalPeer
+from cloudide.transport.sessions_api import ACTIVITY_INTERVAL_S, SessionsApi
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +171,12 @@ class LocalStack:
             self._step("browser gateway"),
             _listening("the page", self.config.host, self.config.gateway_port),
         ):
+            api = SessionsApi(self.rest_api.url)
             self.gateway = Gateway(
-                api_connector_factory(self.rest_api.url),
+                api.connector,
+                activity_factory=api.activity,
+                # Activity keeps pace with the control plane's clock, which --time-scale speeds up.
+                limits=HubLimits(activity_interval_s=ACTIVITY_INTERVAL_S * self.config.time_scale),
                 host=self.config.host,
                 port=self.config.gateway_port,
                 api_url=self.rest_api.url,

@@ -52,12 +52,6 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from cloudide.transport.gateway_api import (
-    UNAVAILABLE_CLOSE_CODE,
-    ConnectorFactory,
-    ConnectRejected,
-    api_connector_factory,
-)
 from cloudide.transport.gateway_hub import (
     CLOSE_VIEWER_TIMEOUT,
     HubLimits,
@@ -65,6 +59,13 @@ from cloudide.transport.gateway_hub import (
     Viewer,
     control,
     run_viewer,
+)
+from cloudide.transport.sessions_api import (
+    UNAVAILABLE_CLOSE_CODE,
+    ActivityFactory,
+    ApiRejected,
+    ConnectorFactory,
+    SessionsApi,
 )
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class Gateway:
         self,
         connector_factory: ConnectorFactory,
         *,
+        activity_factory: ActivityFactory | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         limits: HubLimits | None = None,
@@ -146,9 +148,12 @@ class Gateway:
         connect_timeout_s: float = 30.0,
         api_url: str | None = None,
     ) -> None:
-        """``api_url``, when given, is the REST API the page lists, starts and stops sessions with
+        """``activity_factory``, when given, reports each session's use to the API (normally
+        :meth:`SessionsApi.activity`), so the idle watchdog does not stop a session someone is using.
+        ``api_url``, when given, is the REST API the page lists, starts and stops sessions with
         (served to it as ``/config.json``); without it the page only opens a session it is given."""
         self._factory = connector_factory
+        self._activity_factory = activity_factory
         self._host = host
         self._port = port
         self._limits = limits or HubLimits()
@@ -251,7 +256,7 @@ class Gateway:
         )
         try:
             hub = await self._admit(session_id, auth, viewer)
-        except ConnectRejected as rejected:
+        except ApiRejected as rejected:
             logger.info("viewer refused", extra={"session_id": session_id, "status": rejected.status})
             await websocket.close(rejected.close_code, _close_reason(rejected.message))
             return
@@ -297,7 +302,13 @@ class Gateway:
                     connector = self._factory(session_id, auth.token)
                     if not hub.started:
                         await hub.start(
-                            connector, rows=auth.rows, cols=auth.cols, timeout_s=self._connect_timeout_s
+                            connector,
+                            rows=auth.rows,
+                            cols=auth.cols,
+                            timeout_s=self._connect_timeout_s,
+                            report_activity=self._activity_factory(session_id, auth.token)
+                            if self._activity_factory
+                            else None,
                         )
                     elif digest not in hub.accepted_tokens:
                         async with asyncio.timeout(self._connect_timeout_s):
@@ -352,8 +363,10 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signalled(args: argparse.Namespace) -> None:
+    api = SessionsApi(args.api)
     gateway = await Gateway(
-        api_connector_factory(args.api),
+        api.connector,
+        activity_factory=api.activity,
         host=args.host,
         port=args.port,
         node_modules=args.node_modules,
@@ -371,10 +384,9 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
 
 __all__ = [
     "UNAVAILABLE_CLOSE_CODE",
-    "ConnectRejected",
+    "ApiRejected",
     "ConnectorFactory",
     "Gateway",
     "HubLimits",
-    "api_connector_factory",
     "register",
 ]

@@ -28,7 +28,13 @@ from cloudide.transport.client import (
     Timeouts,
     TransportError,
 )
-from cloudide.transport.gateway_api import UNAVAILABLE_CLOSE_CODE, ConnectRejected
+from cloudide.transport.sessions_api import (
+    ACTIVITY_INTERVAL_S,
+    UNAVAILABLE_CLOSE_CODE,
+    ActivityReport,
+    ActivityReporter,
+    ApiRejected,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ class HubLimits:
     send_timeout_s: float = 30.0
     # Keep the upstream this long after the last viewer leaves, so a page reload does not reconnect.
     linger_s: float = 5.0
+    # Most one activity report to the API per interval while the session is in use.
+    activity_interval_s: float = ACTIVITY_INTERVAL_S
 
 
 def control(message_type: str, **fields: object) -> str:
@@ -169,6 +177,8 @@ class SessionHub:
         self._upstream: TerminalConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
+        self.activity: ActivityReporter | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self._finished = False
 
     @property
@@ -179,10 +189,20 @@ class SessionHub:
     def finished(self) -> bool:
         return self._finished
 
-    async def start(self, connector: Connector, *, rows: int, cols: int, timeout_s: float) -> None:
+    async def start(
+        self,
+        connector: Connector,
+        *,
+        rows: int,
+        cols: int,
+        timeout_s: float,
+        report_activity: ActivityReport | None = None,
+    ) -> None:
         """Open the upstream; ``connector`` is called now and again on every transparent reconnect.
 
-        Raises what kept the first data channel from opening (``ConnectRejected`` for an API refusal).
+        With ``report_activity``, typing by a writer and output from the session keep telling the API
+        the session is in use (see :class:`ActivityReporter`), for as long as the hub lives.
+        Raises what kept the first data channel from opening (``ApiRejected`` for an API refusal).
         """
         upstream = TerminalConnection(
             connector, rows=rows, cols=cols, timeouts=Timeouts(connect=timeout_s), on_state=self._set_state
@@ -195,6 +215,11 @@ class SessionHub:
             raise
         self._upstream = upstream
         self._reader = asyncio.create_task(self._read_upstream(), name=f"gateway-upstream-{self.session_id}")
+        if report_activity is not None:
+            self.activity = ActivityReporter(report_activity, interval_s=self.limits.activity_interval_s)
+            self._reporter = asyncio.create_task(
+                self.activity.run(), name=f"gateway-activity-{self.session_id}"
+            )
 
     def attach(self, viewer: Viewer) -> None:
         """Add a viewer; callers check :attr:`finished` first, with no await in between."""
@@ -222,6 +247,8 @@ class SessionHub:
     async def send_input(self, viewer: Viewer, data: bytes) -> None:
         if viewer.read_only or self._upstream is None:
             return
+        if self.activity is not None:
+            self.activity.touch()
         await self._upstream.send(data)
 
     async def resize(self, viewer: Viewer, rows: int, cols: int) -> None:
@@ -237,6 +264,10 @@ class SessionHub:
         self._finished = True
         if self._linger is not None:
             self._linger.cancel()
+        if self._reporter is not None:
+            self._reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reporter
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -267,11 +298,13 @@ class SessionHub:
         try:
             while True:
                 chunk = await self._upstream.recv()
+                if self.activity is not None:
+                    self.activity.touch()  # output is work too: a build printing, a test run
                 self.scrollback.append(chunk)
                 self._broadcast(chunk)
         except SessionEnded:
             pass
-        except ConnectRejected as rejected:
+        except ApiRejected as rejected:
             code, reason = rejected.close_code, rejected.message
         except TransportError as failure:
             logger.warning("upstream failed", extra={"session_id": self.session_id, "error": str(failure)})

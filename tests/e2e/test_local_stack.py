@@ -8,15 +8,20 @@ check: every task the stack started for it is gone, and its record says why.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import json
 import os
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from tests.e2e.local_stack import CLOUDIDE, ApiError, RunningStack, local_stack, processes_mentioning
 from tests.e2e.scenarios import Shell, first_terminal, ready_session
@@ -78,6 +83,35 @@ def test_an_idle_session_stops_by_itself(stack: RunningStack) -> None:
     ended = stack.wait_status(session["sessionId"], "STOPPED", timeout_s=60)
 
     assert "idle" in ended["statusReason"]
+    assert_task_gone(stack, ended)
+
+
+def test_typing_in_the_browser_terminal_keeps_a_session_past_its_idle_timeout(stack: RunningStack) -> None:
+    session = ready_session(stack, idleTimeoutMinutes=5)  # 15 s at the stack's time scale
+    session_id = session["sessionId"]
+    terminal = f"{stack.gateway.replace('http', 'ws', 1)}/sessions/{session_id}/terminal"
+
+    # Given the session's terminal open in the gateway, as the page opens it
+    with connect(terminal) as browser:
+        browser.send(json.dumps({"type": "auth", "token": stack.token("me"), "rows": 24, "cols": 80}))
+        # When the user types for twice the idle timeout (10 minutes of the stack's time)
+        deadline = time.monotonic() + 2 * 15
+        try:
+            while time.monotonic() < deadline:
+                browser.send(b"true\r")
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        browser.recv(timeout=1)  # keep the output flowing, as a page reads it
+        except ConnectionClosed as closed:
+            reason = stack.session(session_id)["statusReason"]
+            pytest.fail(f"the terminal closed while the user typed ({closed}); the session: {reason}")
+        # Then the idle watchdog has left it running
+        assert stack.session(session_id)["status"] == "READY"
+
+    # And when the user stops, the session ends as asked, not for idleness
+    stack.call("DELETE", f"/sessions/{session_id}")
+    ended = stack.wait_status(session_id, "STOPPED")
+    assert "idle" not in ended["statusReason"], ended
     assert_task_gone(stack, ended)
 
 

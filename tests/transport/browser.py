@@ -25,9 +25,9 @@ from websockets.exceptions import ConnectionClosed
 
 from cloudide.transport.client import Connector, ExecCredentials
 from cloudide.transport.gateway import DEFAULT_NODE_MODULES, Gateway
-from cloudide.transport.gateway_api import ConnectorFactory
 from cloudide.transport.gateway_hub import HubLimits
 from cloudide.transport.peer import LocalPeer
+from cloudide.transport.sessions_api import ConnectorFactory
 from tests.support import IN_CI
 
 T = TypeVar("T")

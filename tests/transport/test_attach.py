@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -13,7 +14,9 @@ from typing import Any
 import pexpect
 import pytest
 
+from cloudide.attach import attach
 from cloudide.cli import build_parser
+from cloudide.transport.client import ExecCredentials
 from cloudide.transport.peer import LocalPeer
 from tests.transport.stub_api import Answer, Request, stub_api
 
@@ -208,3 +211,50 @@ def test_attach_explains_missing_or_conflicting_arguments(
 
     assert args.func(args) == 2
     assert error in capsys.readouterr().err
+
+
+def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -> None:
+    """In-process, over pipes, so the report interval can be short (the command line's is a minute)."""
+
+    async def scenario() -> tuple[int, int, int]:
+        reports = 0
+
+        async def report() -> None:
+            nonlocal reports
+            reports += 1
+
+        async with LocalPeer() as peer:
+
+            async def connect() -> ExecCredentials:
+                return peer.new_session(REMOTE_SHELL, env={"PS1": "remote$ "})
+
+            keyboard, typed = os.pipe()
+            shown, screen = os.pipe()
+            running = asyncio.create_task(
+                attach(connect, keyboard, screen, report_activity=report, activity_interval_s=0.1)
+            )
+            output = b""
+
+            async def type_and_wait(text: str, expected: bytes) -> None:
+                nonlocal output
+                os.write(typed, text.encode())
+                async with asyncio.timeout(WAIT):
+                    while expected not in output:
+                        output += await asyncio.to_thread(os.read, shown, 4096)
+
+            await type_and_wait("echo $((6 * 7))-typed\n", b"42-typed\r\nremote$ ")
+            await asyncio.sleep(0.5)  # the reporter's next tick reports the typing and the output
+            while_typing = reports
+            await asyncio.sleep(0.4)  # the user stops: no keystrokes, no output
+            after_stopping = reports - while_typing
+            os.write(typed, b"exit\n")
+            status = await asyncio.wait_for(running, WAIT)
+            for fd in (keyboard, typed, shown, screen):
+                os.close(fd)
+            return status, while_typing, after_stopping
+
+    status, while_typing, after_stopping = asyncio.run(scenario())
+
+    assert status == 0
+    assert while_typing >= 1
+    assert after_stopping == 0

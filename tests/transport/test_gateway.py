@@ -13,9 +13,9 @@ from websockets.exceptions import InvalidStatus
 
 from cloudide.transport.client import Connector, ExecCredentials
 from cloudide.transport.gateway import Gateway
-from cloudide.transport.gateway_api import ConnectorFactory, ConnectRejected
 from cloudide.transport.gateway_hub import HubLimits, Scrollback, Viewer, control
 from cloudide.transport.peer import LocalPeer
+from cloudide.transport.sessions_api import ApiRejected, ConnectorFactory
 from tests.transport.browser import FakeBrowser, eventually, peer_factory, run, running_gateway
 
 
@@ -98,7 +98,7 @@ def test_all_viewers_of_a_session_share_one_upstream_and_a_known_token_costs_no_
     run(scenario())
 
 
-def _refusing_factory(refused: dict[str, ConnectRejected]) -> Any:
+def _refusing_factory(refused: dict[str, ApiRejected]) -> Any:
     def wrap(peer: LocalPeer) -> ConnectorFactory:
         allowed = peer_factory(peer)
 
@@ -119,7 +119,7 @@ def _refusing_factory(refused: dict[str, ConnectRejected]) -> Any:
     ("status", "code"), [(401, 4401), (403, 4403), (404, 4404), (409, 4409)], ids=["401", "403", "404", "409"]
 )
 def test_an_api_refusal_closes_the_browser_with_the_status_and_message(status: int, code: int) -> None:
-    factory = _refusing_factory({"bad": ConnectRejected(status, "session s-1 is not yours")})
+    factory = _refusing_factory({"bad": ApiRejected(status, "session s-1 is not yours")})
 
     async def scenario() -> None:
         async with (
@@ -133,7 +133,7 @@ def test_an_api_refusal_closes_the_browser_with_the_status_and_message(status: i
 
 
 def test_a_refused_token_cannot_join_a_session_another_viewer_has_open() -> None:
-    factory = _refusing_factory({"mallory": ConnectRejected(403, "forbidden")})
+    factory = _refusing_factory({"mallory": ApiRejected(403, "forbidden")})
 
     async def scenario() -> None:
         async with (

@@ -1,0 +1,171 @@
+"""The REST API as the terminal clients call it: ``connect`` for each data channel, ``activity`` while in use.
+
+The gateway and ``cloudide attach`` hold no AWS privileges. They pass the user's bearer token through
+unchanged and let the API decide: a refusal (a 4xx) becomes :class:`ApiRejected`, which ends the
+terminal with the API's own message (the gateway turns it into a 44xx close code); anything retrying
+may fix (a 5xx, a 429, no answer, an unusable body) is :class:`ApiUnavailable`. Tests and the local
+stack plug in their own :data:`ConnectorFactory` (for example one backed by a ``LocalPeer``) and skip
+HTTP altogether.
+
+Why the clients report activity: the idle watchdog runs in the control plane and sees nothing of the
+data channel, only connects and ``POST /sessions/{id}/activity``. Without reports, a user typing for
+longer than the idle timeout would have the session stopped under them. :class:`ActivityReporter`
+turns every keystroke and every chunk of output (a build printing counts as work) into at most one
+report a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cloudide.transport.client import Connector, ExecCredentials, TransportError
+
+logger = logging.getLogger(__name__)
+
+ConnectorFactory = Callable[[str, str], Connector]
+"""``(session_id, bearer_token) -> Connector``: each call of the connector yields fresh credentials."""
+
+ActivityReport = Callable[[], Awaitable[None]]
+ActivityFactory = Callable[[str, str], ActivityReport]
+"""``(session_id, bearer_token) -> report``: each call tells the API the session is in use."""
+
+# WebSocket close code for failures retrying might fix (4000-4999 are for applications).
+UNAVAILABLE_CLOSE_CODE = 4502
+
+ACTIVITY_INTERVAL_S = 60.0
+"""Most one report per minute: idle timeouts are whole minutes (at least 5 by default), and the API
+coalesces reports to one write per 20 s anyway."""
+
+
+class ApiRejected(TransportError):
+    """The API refused the call for this token (a 4xx other than 429); retrying will not help.
+
+    Being a ``TransportError`` makes a ``TerminalConnection`` stop reconnecting at once: a token that
+    expired while the upstream was open ends the session for its viewers with a clear reason.
+    """
+
+    def __init__(self, status: int, message: str, *, call: str = "connect") -> None:
+        if not 400 <= status < 500:
+            raise ValueError(f"ApiRejected is for 4xx statuses, not {status}")
+        super().__init__(f"{call} returned HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+    @property
+    def close_code(self) -> int:
+        """The WebSocket close code for the browser: 44xx mirrors the HTTP status."""
+        return 4000 + self.status
+
+
+class ApiUnavailable(ConnectionError):
+    """The API could not be reached or answered unusably (5xx, 429, bad JSON); worth retrying."""
+
+
+class SessionsApi:
+    """The two calls a terminal client makes, for any session and token."""
+
+    def __init__(self, api_url: str, *, timeout_s: float = 10.0) -> None:
+        self._base = api_url.rstrip("/")
+        self._timeout_s = timeout_s
+
+    def connector(self, session_id: str, bearer_token: str) -> Connector:
+        """``POST /sessions/{id}/connect``: fresh exec credentials for each new data channel."""
+        url = self._url(session_id, "connect")
+
+        async def connect() -> ExecCredentials:
+            body = await asyncio.to_thread(_post, url, bearer_token, self._timeout_s, "connect")
+            if not isinstance(body, dict):
+                raise ApiUnavailable("API answered connect with JSON that is not an object")
+            try:
+                return ExecCredentials.from_json(body)
+            except ValueError as error:
+                raise ApiUnavailable(str(error)) from None
+
+        return connect
+
+    def activity(self, session_id: str, bearer_token: str) -> ActivityReport:
+        """``POST /sessions/{id}/activity``: the session is in use, so its idle deadline moves."""
+        url = self._url(session_id, "activity")
+
+        async def report() -> None:
+            await asyncio.to_thread(_post, url, bearer_token, self._timeout_s, "activity")
+
+        return report
+
+    def _url(self, session_id: str, action: str) -> str:
+        return f"{self._base}/sessions/{urllib.parse.quote(session_id, safe='')}/{action}"
+
+
+class ActivityReporter:
+    """Many "the user did something" marks in, at most one report per interval out.
+
+    :meth:`touch` is called for every keystroke and output chunk, so it only sets a flag; :meth:`run`
+    reports once per interval in which something happened. A failed report is logged, not raised:
+    a lost report costs at worst an early idle stop, never the terminal itself.
+    """
+
+    def __init__(self, report: ActivityReport, *, interval_s: float = ACTIVITY_INTERVAL_S) -> None:
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self._report = report
+        self._interval_s = interval_s
+        self._touched = False
+        self.reports = 0
+
+    def touch(self) -> None:
+        self._touched = True
+
+    async def run(self) -> None:
+        """Report until cancelled (the terminal's end)."""
+        while True:
+            await asyncio.sleep(self._interval_s)
+            if not self._touched:
+                continue
+            self._touched = False
+            try:
+                await self._report()
+                self.reports += 1
+            except (ApiRejected, ApiUnavailable) as error:
+                logger.warning("activity report failed", extra={"error": str(error)})
+
+
+def _post(url: str, bearer_token: str, timeout_s: float, call: str) -> Any:
+    """POST ``{}`` and return the JSON answer (None for an empty one), mapping failures as above."""
+    request = urllib.request.Request(
+        url,
+        method="POST",
+        data=b"{}",
+        headers={"Authorization": f"Bearer {bearer_token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as error:
+        message = _error_message(error.read(), error.reason)
+        if 400 <= error.code < 500 and error.code != 429:
+            raise ApiRejected(error.code, message, call=call) from None
+        raise ApiUnavailable(f"API answered {call} with {error.code}: {message}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        raise ApiUnavailable(f"API unreachable: {error}") from None
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise ApiUnavailable(f"API answered {call} with a body that is not JSON") from None
+
+
+def _error_message(body: bytes, reason: str) -> str:
+    """The API's own message when it sent one (``{"message": ...}``), else the HTTP reason phrase."""
+    try:
+        message = json.loads(body).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else str(reason)

@@ -1,0 +1,203 @@
+"""The terminal clients' calls to the REST API: connect and activity. The token passes through
+unchanged, refusals keep their meaning, and activity is reported while, and only while, a session is
+in use."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cloudide.transport.client import ExecCredentials
+from cloudide.transport.gateway import Gateway
+from cloudide.transport.gateway_hub import HubLimits
+from cloudide.transport.peer import LocalPeer
+from cloudide.transport.sessions_api import ActivityReporter, ApiRejected, ApiUnavailable, SessionsApi
+from tests.transport.browser import SHELL, SHELL_ENV, FakeBrowser, eventually, run
+from tests.transport.stub_api import Answer, Request, stub_api
+
+CREDENTIALS = {"sessionId": "ecs-execute-command-1", "streamUrl": "wss://example/v1/x", "tokenValue": "tv"}
+
+
+def _connect(api_url: str, session_id: str = "s-1", token: str = "user-token") -> ExecCredentials:
+    async def connect() -> ExecCredentials:
+        return await SessionsApi(api_url, timeout_s=5).connector(session_id, token)()
+
+    return asyncio.run(connect())
+
+
+def test_connect_posts_with_the_users_bearer_token_and_returns_the_exec_session() -> None:
+    with stub_api(lambda request: (200, CREDENTIALS)) as (url, requests):
+        credentials = _connect(f"{url}/prod/")
+    assert credentials == ExecCredentials("ecs-execute-command-1", "wss://example/v1/x", "tv")
+    assert requests == [Request("POST", "/prod/sessions/s-1/connect", "Bearer user-token")]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (401, {"message": "Unauthorized"}, "Unauthorized"),
+        (403, {"message": "session s-1 belongs to someone else"}, "session s-1 belongs to someone else"),
+        (404, {"message": "no session s-1"}, "no session s-1"),
+        (409, b"", "Conflict"),  # no body: the reason phrase
+    ],
+    ids=["401", "403", "404", "409-without-body"],
+)
+def test_a_4xx_is_a_refusal_with_the_apis_message(status: int, body: Any, message: str) -> None:
+    with stub_api(lambda request: (status, body)) as (url, _), pytest.raises(ApiRejected) as refused:
+        _connect(url)
+    assert (refused.value.status, refused.value.message, refused.value.close_code) == (
+        status,
+        message,
+        4000 + status,
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [(502, {"message": "Internal server error"}), (200, b"<html>"), (200, {"sessionId": "x"}), (200, [1])],
+    ids=["5xx", "not-json", "missing-keys", "not-an-object"],
+)
+def test_a_server_error_or_unusable_answer_is_worth_retrying(answer: Answer) -> None:
+    with stub_api(lambda request: answer) as (url, _), pytest.raises(ApiUnavailable):
+        _connect(url)
+
+
+def test_an_unreachable_api_is_worth_retrying() -> None:
+    with stub_api(lambda request: (200, CREDENTIALS)) as (url, _):
+        pass  # the server is gone once the block ends
+    with pytest.raises(ApiUnavailable, match="unreachable"):
+        _connect(url)
+
+
+def test_the_gateway_relays_through_the_api_and_shows_its_refusals_to_the_browser() -> None:
+    async def scenario() -> None:
+        async with LocalPeer() as peer:
+
+            def answer(request: Request) -> Answer:
+                if request.authorization != "Bearer alice":
+                    return 404, {"message": "Session not found"}
+                credentials = peer.new_session(SHELL, env=SHELL_ENV)
+                return 200, {
+                    "sessionId": credentials.session_id,
+                    "streamUrl": credentials.stream_url,
+                    "tokenValue": credentials.token_value,
+                }
+
+            with stub_api(answer) as (url, _):
+                factory = SessionsApi(url).connector
+                async with Gateway(factory, limits=HubLimits(linger_s=0.1)) as gateway:
+                    async with FakeBrowser.open(gateway, token="mallory") as mallory:
+                        assert await mallory.closed() == (4404, "Session not found")
+                    async with FakeBrowser.open(gateway, token="alice") as alice:
+                        await alice.type("echo via-$((4*4))-api\r")
+                        await alice.wait_output("via-16-api")
+
+    run(scenario())
+
+
+def _exec_session(peer: LocalPeer) -> Answer:
+    credentials = peer.new_session(SHELL, env=SHELL_ENV)
+    return 200, {
+        "sessionId": credentials.session_id,
+        "streamUrl": credentials.stream_url,
+        "tokenValue": credentials.token_value,
+    }
+
+
+def test_activity_posts_with_the_users_token_and_a_refusal_names_the_call() -> None:
+    answers = iter([(202, {"sessionId": "s-1"}), (409, {"message": "session is STOPPED: idle"}), (429, {})])
+
+    async def three_reports(url: str) -> list[BaseException | None]:
+        report = SessionsApi(url, timeout_s=5).activity("s-1", "user-token")
+        outcomes: list[BaseException | None] = []
+        for _ in range(3):
+            try:
+                await report()
+            except (ApiRejected, ApiUnavailable) as error:
+                outcomes.append(error)
+            else:
+                outcomes.append(None)
+        return outcomes
+
+    with stub_api(lambda request: next(answers)) as (url, requests):
+        accepted, refused, throttled = asyncio.run(three_reports(url))
+
+    assert accepted is None
+    assert isinstance(refused, ApiRejected) and str(refused) == (
+        "activity returned HTTP 409: session is STOPPED: idle"
+    )
+    assert isinstance(throttled, ApiUnavailable)  # a 429 is worth retrying
+    assert requests == [Request("POST", "/sessions/s-1/activity", "Bearer user-token")] * 3
+
+
+def test_the_reporter_sends_one_report_per_busy_interval_and_none_when_idle() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        reports: list[float] = []
+
+        async def report() -> None:
+            reports.append(asyncio.get_running_loop().time())
+
+        reporter = ActivityReporter(report, interval_s=0.1)
+        running = asyncio.create_task(reporter.run())
+        for _ in range(50):  # a burst of keystrokes and output within about one interval
+            reporter.touch()
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.25)
+        busy = len(reports)
+        await asyncio.sleep(0.35)  # nothing happens: nothing is reported
+        idle = len(reports) - busy
+        reporter.touch()
+        await asyncio.sleep(0.15)
+        running.cancel()
+        return busy, idle, len(reports) - busy - idle
+
+    busy, idle, after = asyncio.run(scenario())
+
+    assert busy in (1, 2)  # the burst may straddle an interval's end, never one report per touch
+    assert (idle, after) == (0, 1)
+
+
+def test_a_failed_report_is_logged_and_reporting_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> int:
+        async def failing() -> None:
+            raise ApiUnavailable("API unreachable: connection refused")
+
+        reporter = ActivityReporter(failing, interval_s=0.05)
+        running = asyncio.create_task(reporter.run())
+        for _ in range(4):
+            reporter.touch()
+            await asyncio.sleep(0.06)
+        assert not running.done()
+        running.cancel()
+        return reporter.reports
+
+    assert asyncio.run(scenario()) == 0
+    assert [r.message for r in caplog.records].count("activity report failed") >= 2
+
+
+def test_the_gateway_reports_a_writers_typing_and_the_sessions_output_but_not_an_idle_session() -> None:
+    async def scenario() -> list[Request]:
+        async with LocalPeer() as peer:
+
+            def answer(request: Request) -> Answer:
+                return _exec_session(peer) if request.path.endswith("/connect") else (202, {})
+
+            with stub_api(answer) as (url, requests):
+                api = SessionsApi(url)
+                limits = HubLimits(linger_s=0.1, activity_interval_s=0.2)
+                gateway = Gateway(api.connector, activity_factory=api.activity, limits=limits)
+                async with gateway, FakeBrowser.open(gateway, token="alice") as alice:
+                    await alice.type("echo typed-$((6*7))\r")
+                    await alice.wait_output("typed-42")
+                    await eventually(lambda: any(r.path.endswith("/activity") for r in requests))
+                    await asyncio.sleep(0.5)  # the prompt after the output may earn one more report
+                    reported = len(requests)
+                    await asyncio.sleep(0.6)  # three intervals with no typing and no output
+                    assert len(requests) == reported, requests[reported:]
+                    return list(requests)
+
+    requests = run(scenario())
+    activity = [r for r in requests if r.path.endswith("/activity")]
+    assert activity and all(r == Request("POST", "/sessions/s-1/activity", "Bearer alice") for r in activity)
