@@ -177,7 +177,7 @@ class SessionHub:
         self._upstream: TerminalConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
-        self.activity: ActivityReporter | None = None
+        self._activity: ActivityReporter | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._finished = False
 
@@ -216,9 +216,9 @@ class SessionHub:
         self._upstream = upstream
         self._reader = asyncio.create_task(self._read_upstream(), name=f"gateway-upstream-{self.session_id}")
         if report_activity is not None:
-            self.activity = ActivityReporter(report_activity, interval_s=self.limits.activity_interval_s)
+            self._activity = ActivityReporter(report_activity, interval_s=self.limits.activity_interval_s)
             self._reporter = asyncio.create_task(
-                self.activity.run(), name=f"gateway-activity-{self.session_id}"
+                self._activity.run(), name=f"gateway-activity-{self.session_id}"
             )
 
     def attach(self, viewer: Viewer) -> None:
@@ -247,8 +247,8 @@ class SessionHub:
     async def send_input(self, viewer: Viewer, data: bytes) -> None:
         if viewer.read_only or self._upstream is None:
             return
-        if self.activity is not None:
-            self.activity.touch()
+        if self._activity is not None:
+            self._activity.touch()
         await self._upstream.send(data)
 
     async def resize(self, viewer: Viewer, rows: int, cols: int) -> None:
@@ -298,8 +298,8 @@ class SessionHub:
         try:
             while True:
                 chunk = await self._upstream.recv()
-                if self.activity is not None:
-                    self.activity.touch()  # output is work too: a build printing, a test run
+                if self._activity is not None:
+                    self._activity.touch()  # output is work too: a build printing, a test run
                 self.scrollback.append(chunk)
                 self._broadcast(chunk)
         except SessionEnded:
