@@ -17,13 +17,7 @@ from cloudide.transport.peer import LocalPeer
 
 async def _serve(command: list[str]) -> None:
     async with LocalPeer() as peer:
-        credentials = peer.new_session(command)
-        document = {
-            "sessionId": credentials.session_id,
-            "streamUrl": credentials.stream_url,
-            "tokenValue": credentials.token_value,
-        }
-        print(json.dumps(document), flush=True)
+        print(json.dumps(peer.new_session(command).to_json()), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 

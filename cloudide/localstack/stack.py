@@ -285,11 +285,7 @@ class LocalStack:
         assert self.runner is not None and self.peer is not None
         argv, env = self.runner.exec_command(task_arn, shlex.split(command))
         credentials = self.peer.new_session(argv, env=env)
-        return {
-            "sessionId": credentials.session_id,
-            "streamUrl": credentials.stream_url,
-            "tokenValue": credentials.token_value,
-        }
+        return credentials.to_json()
 
     def _settle(self) -> int:
         """Wait (bounded) until no session record is live; returns how many still are."""

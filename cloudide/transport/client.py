@@ -63,6 +63,10 @@ class ExecCredentials:
     stream_url: str
     token_value: str
 
+    def to_json(self) -> dict[str, str]:
+        """The shape ExecuteCommand (and the connect endpoint) answer with: what :meth:`from_json` reads."""
+        return {"sessionId": self.session_id, "streamUrl": self.stream_url, "tokenValue": self.token_value}
+
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> ExecCredentials:
         try:

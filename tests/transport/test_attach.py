@@ -54,11 +54,7 @@ class PeerThread:
     def new_session(self) -> dict[str, str]:
         async def create() -> dict[str, str]:
             credentials = self.peer.new_session(REMOTE_SHELL, env={"PS1": "remote$ "})
-            return {
-                "sessionId": credentials.session_id,
-                "streamUrl": credentials.stream_url,
-                "tokenValue": credentials.token_value,
-            }
+            return credentials.to_json()
 
         self.connects += 1
         return self.call(create())

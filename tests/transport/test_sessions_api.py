@@ -27,6 +27,10 @@ def _connect(api_url: str, session_id: str = "s-1", token: str = "user-token") -
     return asyncio.run(connect())
 
 
+def _exec_session(peer: LocalPeer) -> Answer:
+    return 200, peer.new_session(SHELL, env=SHELL_ENV).to_json()
+
+
 def test_connect_posts_with_the_users_bearer_token_and_returns_the_exec_session() -> None:
     with stub_api(lambda request: (200, CREDENTIALS)) as (url, requests):
         credentials = _connect(f"{url}/prod/")
@@ -78,12 +82,7 @@ def test_the_gateway_relays_through_the_api_and_shows_its_refusals_to_the_browse
             def answer(request: Request) -> Answer:
                 if request.authorization != "Bearer alice":
                     return 404, {"message": "Session not found"}
-                credentials = peer.new_session(SHELL, env=SHELL_ENV)
-                return 200, {
-                    "sessionId": credentials.session_id,
-                    "streamUrl": credentials.stream_url,
-                    "tokenValue": credentials.token_value,
-                }
+                return _exec_session(peer)
 
             with stub_api(answer) as (url, _):
                 factory = SessionsApi(url).connector
@@ -95,15 +94,6 @@ def test_the_gateway_relays_through_the_api_and_shows_its_refusals_to_the_browse
                         await alice.wait_output("via-16-api")
 
     run(scenario())
-
-
-def _exec_session(peer: LocalPeer) -> Answer:
-    credentials = peer.new_session(SHELL, env=SHELL_ENV)
-    return 200, {
-        "sessionId": credentials.session_id,
-        "streamUrl": credentials.stream_url,
-        "tokenValue": credentials.token_value,
-    }
 
 
 def test_activity_posts_with_the_users_token_and_a_refusal_names_the_call() -> None:
