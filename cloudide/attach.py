@@ -141,7 +141,8 @@ async def attach(
             async with TerminalConnection(connect, rows=rows, cols=cols) as terminal:
                 loop.add_signal_handler(signal.SIGWINCH, on_resize, terminal)
                 forward = asyncio.create_task(_forward_input(terminal, stdin_fd, activity))
-                reporting = asyncio.create_task(activity.run()) if activity else None
+                if activity:
+                    activity.start()
                 try:
                     while True:
                         _write_all(stdout_fd, await terminal.recv())
@@ -151,9 +152,9 @@ async def attach(
                     outcome = error
                 finally:
                     forward.cancel()
-                    if reporting is not None:
-                        reporting.cancel()
                     loop.remove_signal_handler(signal.SIGWINCH)
+                    if activity:
+                        await activity.stop()
         except asyncio.CancelledError:
             outcome = TransportError("interrupted")
         finally:

@@ -178,7 +178,6 @@ class SessionHub:
         self._reader: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._activity: ActivityReporter | None = None
-        self._reporter: asyncio.Task[None] | None = None
         self._finished = False
 
     @property
@@ -217,9 +216,7 @@ class SessionHub:
         self._reader = asyncio.create_task(self._read_upstream(), name=f"gateway-upstream-{self.session_id}")
         if report_activity is not None:
             self._activity = ActivityReporter(report_activity, interval_s=self.limits.activity_interval_s)
-            self._reporter = asyncio.create_task(
-                self._activity.run(), name=f"gateway-activity-{self.session_id}"
-            )
+            self._activity.start()
 
     def attach(self, viewer: Viewer) -> None:
         """Add a viewer; callers check :attr:`finished` first, with no await in between."""
@@ -264,10 +261,8 @@ class SessionHub:
         self._finished = True
         if self._linger is not None:
             self._linger.cancel()
-        if self._reporter is not None:
-            self._reporter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reporter
+        if self._activity is not None:
+            await self._activity.stop()
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

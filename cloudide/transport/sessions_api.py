@@ -17,6 +17,7 @@ report a minute.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import urllib.error
@@ -106,9 +107,10 @@ class SessionsApi:
 class ActivityReporter:
     """Many "the user did something" marks in, at most one report per interval out.
 
-    :meth:`touch` is called for every keystroke and output chunk, so it only sets a flag; :meth:`run`
-    reports once per interval in which something happened. A failed report is logged, not raised:
-    a lost report costs at worst an early idle stop, never the terminal itself.
+    :meth:`touch` is called for every keystroke and output chunk, so it only sets a flag; between
+    :meth:`start` and :meth:`stop` (the terminal's life) a background task reports once per interval in
+    which something happened. A failed report is logged, not raised: a lost report costs at worst an
+    early idle stop, never the terminal itself.
     """
 
     def __init__(self, report: ActivityReport, *, interval_s: float = ACTIVITY_INTERVAL_S) -> None:
@@ -117,13 +119,26 @@ class ActivityReporter:
         self._report = report
         self._interval_s = interval_s
         self._touched = False
+        self._task: asyncio.Task[None] | None = None
         self.reports = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     def touch(self) -> None:
         self._touched = True
 
-    async def run(self) -> None:
-        """Report until cancelled (the terminal's end)."""
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="activity-reporter")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval_s)
             if not self._touched:

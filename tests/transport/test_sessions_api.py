@@ -130,7 +130,7 @@ def test_the_reporter_sends_one_report_per_busy_interval_and_none_when_idle() ->
             reports.append(asyncio.get_running_loop().time())
 
         reporter = ActivityReporter(report, interval_s=0.1)
-        running = asyncio.create_task(reporter.run())
+        reporter.start()
         for _ in range(50):  # a burst of keystrokes and output within about one interval
             reporter.touch()
             await asyncio.sleep(0.002)
@@ -140,7 +140,7 @@ def test_the_reporter_sends_one_report_per_busy_interval_and_none_when_idle() ->
         idle = len(reports) - busy
         reporter.touch()
         await asyncio.sleep(0.15)
-        running.cancel()
+        await reporter.stop()
         return busy, idle, len(reports) - busy - idle
 
     busy, idle, after = asyncio.run(scenario())
@@ -160,12 +160,12 @@ def test_a_failed_report_does_not_end_reporting() -> None:
                 raise ApiUnavailable("API unreachable: connection refused")
 
         reporter = ActivityReporter(flaky, interval_s=0.05)
-        running = asyncio.create_task(reporter.run())
+        reporter.start()
         for _ in range(4):
             reporter.touch()
             await asyncio.sleep(0.06)
-        assert not running.done()
-        running.cancel()
+        assert reporter.running
+        await reporter.stop()
         return attempts, reporter.reports
 
     attempts, reported = asyncio.run(scenario())
