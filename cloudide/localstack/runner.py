@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cloudide.localstack.awslogs import LogShipper
-from cloudide.localstack.sandbox import EndpointBridge, Isolation, Limits, Sandbox, SandboxError, SandboxHost
+from cloudide.localstack.bridge import EndpointBridge
+from cloudide.localstack.sandbox import Isolation, Limits, Sandbox, SandboxError, SandboxHost
 from cloudide.offline.stack import OfflineAws
 
 logger = logging.getLogger(__name__)

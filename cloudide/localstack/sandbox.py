@@ -18,7 +18,6 @@ files starts in milliseconds where an image build would take minutes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -29,8 +28,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,8 +35,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
-
-from cloudide.localstack.task_init import splice
 
 logger = logging.getLogger(__name__)
 
@@ -384,7 +379,7 @@ class Sandbox:
 
     `directory` holds the task's private state: workspace/, tmp/ and container.log (the entrypoint's
     stdout and stderr, as the awslogs driver would collect them). `relay_socket` (from
-    :class:`EndpointBridge`) is the sandbox's way to `aws_endpoint`; a plain process uses the endpoint.
+    :class:`~cloudide.localstack.bridge.EndpointBridge`) is the sandbox's way to `aws_endpoint`; a plain process uses the endpoint.
     """
 
     def __init__(
@@ -668,56 +663,6 @@ def _rss_bytes(pids: set[int]) -> int:
         except (OSError, IndexError, ValueError):
             continue
     return total
-
-
-# ------------------------------------------------------------------------------- the AWS endpoint bridge
-
-
-class EndpointBridge:
-    """The host half of the sandboxes' way out: one unix socket per task, each connection forwarded to
-    the local AWS's TCP endpoint. One event-loop thread serves every task. The sockets live in a short
-    private directory: a unix socket path has at most 107 bytes."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._directory = Path(tempfile.mkdtemp(prefix="cloudide-s3-"))
-        self._directory.chmod(0o755)  # the entrypoint's user must reach the sockets
-        self._loop = asyncio.new_event_loop()
-        self._servers: dict[Path, asyncio.AbstractServer] = {}
-        self._thread = threading.Thread(target=self._loop.run_forever, name="s3-bridge", daemon=True)
-        self._thread.start()
-
-    def open(self, name: str, timeout: float = 5.0) -> Path:
-        """A new socket for task `name`; returns its path (bind it into the sandbox)."""
-        path = self._directory / f"{name[:40]}.sock"
-
-        async def serve() -> asyncio.AbstractServer:
-            return await asyncio.start_unix_server(
-                lambda r, w: splice(r, w, lambda: asyncio.open_connection(*self._target)), path=str(path)
-            )
-
-        self._servers[path] = asyncio.run_coroutine_threadsafe(serve(), self._loop).result(timeout)
-        path.chmod(0o666)
-        return path
-
-    def close(self, path: Path, timeout: float = 5.0) -> None:
-        server = self._servers.pop(path, None)
-        if server is None:
-            return
-
-        async def stop() -> None:
-            server.close()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout)
-        path.unlink(missing_ok=True)
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        for path in list(self._servers):
-            self.close(path, timeout)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout)
-        self._loop.close()
-        shutil.rmtree(self._directory, ignore_errors=True)
 
 
 def _port(url: str | None) -> int:
