@@ -119,6 +119,27 @@ class Offline:
         ecs = self.aws.client("ecs")
         return str(ecs.describe_tasks(cluster=self.cluster, tasks=[task_arn])["tasks"][0]["lastStatus"])
 
+    def start_stray_task(self, session_id: str) -> str:
+        """A second task carrying the session's id (startedBy), started as the workflow starts its own
+        (an operator's RunTask, a replayed request): ECS accepts it, and its events name the session."""
+        assert self.aws.stack is not None
+        function = self.aws.stack.physical_id("WorkflowFunction")
+        environment = self.aws.client("lambda").get_function_configuration(FunctionName=function)
+        tasks = EcsTasks(Settings.model_validate(environment["Environment"]["Variables"]))
+        return tasks.run(self.store.require(session_id), client_token=f"stray-{session_id}", spot=False)
+
+    def wait_task_status(self, task_arn: str, last_status: str, timeout: float = 20) -> dict[str, Any]:
+        """The task as DescribeTasks shows it once it has reached `last_status`."""
+        ecs = self.aws.client("ecs")
+        deadline = time.monotonic() + timeout
+        while (task := ecs.describe_tasks(cluster=self.cluster, tasks=[task_arn])["tasks"][0])[
+            "lastStatus"
+        ] != last_status:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {task_arn} still {task['lastStatus']}, wanted {last_status}")
+            time.sleep(0.05)
+        return dict(task)
+
     def reconcile(self) -> dict[str, Any]:
         """One reconciler run: the deployed function, invoked as its schedule would (schedules do not
         fire offline)."""
