@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from sessions.config import Settings
-from sessions.record import Session
+from sessions.record import Session, TaskStatus
 from sessions.throttling import THROTTLING_CODES
 from sessions.tiers import TIERS
 
@@ -36,9 +36,31 @@ class ProvisioningFailed(Exception):
 
 
 @dataclass(frozen=True)
+class TaskFacts:
+    """What ECS said about a task (in a task-state event or DescribeTasks), as the record keeps it."""
+
+    task_arn: str
+    last_status: TaskStatus
+    desired_status: TaskStatus | None = None
+    stop_code: str | None = None
+    stopped_reason: str | None = None
+    exit_code: int | None = None
+    version: int | None = None  # ECS counts versions per task
+
+    def record_fields(self) -> dict[str, Any]:
+        """The record's fields these facts set (the task's ARN and version are the store's conditions)."""
+        return {
+            "task_status": self.last_status,
+            "stop_code": self.stop_code,
+            "task_stopped_reason": self.stopped_reason,
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass(frozen=True)
 class TaskView:
     task_arn: str
-    last_status: str
+    last_status: TaskStatus
     agent_status: str | None
     stop_code: str | None
     stopped_reason: str | None
@@ -48,6 +70,18 @@ class TaskView:
     created_at: datetime | None = None
     stopped_at: datetime | None = None
     version: int | None = None
+    desired_status: TaskStatus | None = None
+
+    def facts(self) -> TaskFacts:
+        return TaskFacts(
+            task_arn=self.task_arn,
+            last_status=self.last_status,
+            desired_status=self.desired_status,
+            stop_code=self.stop_code,
+            stopped_reason=self.stopped_reason,
+            exit_code=self.exit_code,
+            version=self.version,
+        )
 
 
 def workspace_prefix(session: Session) -> str:
@@ -151,7 +185,7 @@ class EcsTasks:
         agent: Any = next((a for a in container.get("managedAgents", []) if a.get("name") == EXEC_AGENT), {})
         return TaskView(
             task_arn=task["taskArn"],
-            last_status=task.get("lastStatus", ""),
+            last_status=TaskStatus(task["lastStatus"]),
             agent_status=agent.get("lastStatus"),
             stop_code=task.get("stopCode"),
             stopped_reason=task.get("stoppedReason"),
@@ -161,6 +195,7 @@ class EcsTasks:
             created_at=task.get("createdAt"),
             stopped_at=task.get("stoppedAt"),
             version=task.get("version"),
+            desired_status=TaskStatus(task["desiredStatus"]) if task.get("desiredStatus") else None,
         )
 
     def stop(self, task_arn: str, reason: str) -> None:

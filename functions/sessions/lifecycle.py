@@ -18,6 +18,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -25,9 +26,9 @@ from aws_lambda_powertools.metrics import MetricUnit
 from sessions import clock
 from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
-from sessions.ecs_tasks import CapacityUnavailable, EcsTasks, ProvisioningFailed
+from sessions.ecs_tasks import CapacityUnavailable, EcsTasks, ProvisioningFailed, TaskFacts
 from sessions.observability import metrics
-from sessions.record import Session, Status, WaitingFor
+from sessions.record import Session, Status, TaskStatus, WaitingFor
 from sessions.store import SessionStore, TransitionRejected
 
 # Below this remaining lifetime the session is stopped rather than watched for a few more seconds.
@@ -53,29 +54,29 @@ __all__ = [
     "Lifecycle",
     "ProvisioningFailed",
     "StopRequested",
+    "TaskEvent",
+    "TaskFacts",
     "TaskStopped",
+    "Verdict",
 ]
 
 
+class Verdict(StrEnum):
+    """What became of a task-state event."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # this version of the session's task was applied before
+    STALE = "stale"  # older than the last version of the session's task applied
+    STRAY_STOPPED = "stray task stopped"  # another task carrying the session's id, stopped now
+    STRAY = "stray task"  # a stray seen before, or already stopped: nothing more to do
+    UNCLAIMED = "no task recorded yet"  # the session's RunTask has not answered: see on_task_facts
+    UNKNOWN_SESSION = "unknown session"
+
+
 @dataclass(frozen=True)
-class TaskFacts:
-    """What ECS said about a session's task (from a task-state event or DescribeTasks)."""
-
-    task_arn: str
-    last_status: str
-    stop_code: str | None = None
-    stopped_reason: str | None = None
-    exit_code: int | None = None
-    version: int | None = None
-
-    def as_fields(self) -> dict[str, Any]:
-        return {
-            "taskArn": self.task_arn,
-            "taskStatus": self.last_status,
-            "stopCode": self.stop_code,
-            "taskStoppedReason": self.stopped_reason,
-            "exitCode": self.exit_code,
-        }
+class TaskEvent:
+    verdict: Verdict
+    session: Session | None  # the record as it is after the event
 
 
 def watch_limits(session: Session, moment: datetime | None = None) -> dict[str, int]:
@@ -130,8 +131,16 @@ def ending(session: Session) -> tuple[Status, str]:
     if code == "TaskFailedToStart":
         return Status.FAILED, f"the task failed to start: {detail}"
     if code == "EssentialContainerExited":
-        return Status.FAILED, f"the terminal container exited (exit code {session.exit_code}): {detail}"
+        exit_code = "" if session.exit_code is None else f" (exit code {session.exit_code})"
+        return Status.FAILED, f"the terminal container exited{exit_code}: {detail}"
     return Status.FAILED, f"the task stopped unexpectedly ({code or 'unknown stop code'}): {detail}"
+
+
+def stray_reason(session: Session) -> str:
+    """StopTask's reason for a task that carried the session's id without being its task."""
+    if session.task_arn is None or not session.status.is_live:
+        return f"not a task of session {session.session_id}, which has ended ({session.status.value})"
+    return f"not the task of session {session.session_id}, which runs on {session.task_arn}"
 
 
 def failure_reason(session: Session, error: dict[str, Any]) -> str:
@@ -179,14 +188,25 @@ class Lifecycle:
                     Status.STARTING,
                     allowed_from=(Status.PROVISIONING,),
                     reason="task starting",
-                    fields={"taskArn": task_arn, "capacityProvider": provider},
+                    task_arn=task_arn,
+                    capacity_provider=provider,
                 )
             except TransitionRejected as rejected:
-                # The task's own events already ended the session (it died at once).
+                # The session ended while RunTask ran (a stop with no task to wait for); the task's own
+                # events find it a stray of an ended session and stop it.
                 raise TaskStopped(
                     (rejected.session and rejected.session.status_reason) or "ended"
                 ) from rejected
+            self._catch_up(session_id, task_arn)
         self._park(session_id, token, WaitingFor.RUNNING)
+
+    def _catch_up(self, session_id: str, task_arn: str) -> None:
+        """Record the task as DescribeTasks shows it: its events that arrived before the record named it
+        were not applied (on_task_facts), and one of them may have been the RUNNING the workflow awaits."""
+        view = self._tasks.describe(task_arn)
+        if view is not None:
+            with contextlib.suppress(TransitionRejected):  # a newer event was applied meanwhile
+                self._store.record_task_facts(session_id, view.facts())
 
     def _start_task(self, session: Session) -> tuple[str, str]:
         """RunTask on Spot when configured, falling back to on-demand at once when Spot has no capacity.
@@ -207,8 +227,8 @@ class Lifecycle:
         with contextlib.suppress(TransitionRejected):
             self._store.update_fields(
                 session.session_id,
-                {"provisionAttempts": session.provision_attempts + 1},
                 while_status=(Status.PROVISIONING,),
+                provision_attempts=session.provision_attempts + 1,
             )
 
     def watch(self, session_id: str, token: str) -> None:
@@ -223,12 +243,10 @@ class Lifecycle:
                     Status.READY,
                     allowed_from=(Status.STARTING,),
                     reason="ready",
-                    fields={
-                        "readyAt": clock.rfc3339(moment),
-                        # Start-up time is not idle time: the idle clock starts when the shell is reachable.
-                        "lastActivityAt": clock.rfc3339(moment),
-                        "idleDeadline": clock.later(moment, session.idle_timeout_seconds),
-                    },
+                    ready_at=clock.rfc3339(moment),
+                    # Start-up time is not idle time: the idle clock starts when the shell is reachable.
+                    last_activity_at=clock.rfc3339(moment),
+                    idle_deadline=clock.later(moment, session.idle_timeout_seconds),
                 )
             except TransitionRejected as rejected:
                 raise TaskStopped("session ended while starting") from rejected
@@ -241,9 +259,9 @@ class Lifecycle:
         deadline = time.monotonic() + self._settings.agent_poll_seconds
         while True:
             view = self._tasks.describe(session.task_arn)
-            if view is None or view.last_status in ("DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"):
+            if view is None or view.last_status.is_going_away:
                 raise TaskStopped(f"task is {view.last_status if view else 'gone'}")
-            if view.last_status == "RUNNING" and view.agent_status == "RUNNING":
+            if view.last_status is TaskStatus.RUNNING and view.agent_status == "RUNNING":
                 return
             if time.monotonic() >= deadline:
                 raise AgentNotReady(f"task {view.last_status}, exec agent {view.agent_status or 'PENDING'}")
@@ -292,7 +310,8 @@ class Lifecycle:
                     session.session_id,
                     Status.STOPPING,
                     reason=reason,
-                    fields={"endStatus": end.value, "taskArn": task_arns[0]},
+                    end_status=end,
+                    task_arn=task_arns[0],
                 )
         for arn in task_arns:
             self._tasks.stop(arn, reason)
@@ -300,17 +319,46 @@ class Lifecycle:
 
     # Settling -------------------------------------------------------------------------------------
 
-    def on_task_facts(self, session_id: str, facts: TaskFacts) -> Session | None:
-        """Record a task-state event (stale and duplicate ones are ignored) and settle the session."""
+    def on_task_facts(self, session_id: str, facts: TaskFacts) -> TaskEvent:
+        """Apply an event of the session's own task and settle the session; refuse any other task's.
+
+        ECS sends the events of every task whose `startedBy` is the session's id, and anyone allowed to
+        call RunTask can start such a task, so only the task the record names speaks for the session;
+        versions are compared for that task alone (ECS counts them per task). Another task is a stray:
+        it is stopped, counted once and never applied. Before the record names a task (RunTask not yet
+        answered), an unknown task may be the session's own, its event racing RunTask's answer: the
+        RunTask answer decides which task is the session's (the client token makes a retried call
+        return the same task, never a second one), so such an event is neither applied nor taken for
+        a stray; the provision step records the task's state from DescribeTasks once it has named the
+        task (:meth:`_catch_up`), so what the event said is not lost. A stray that outlives this leaves
+        its record naming another task, and its next event (or the reconciler) stops it.
+        """
+        session = self._store.get(session_id)
+        if session is None:
+            return TaskEvent(Verdict.UNKNOWN_SESSION, None)
+        if session.task_arn != facts.task_arn:
+            return self._not_its_task(session, facts)
         try:
-            session = self._store.record_task_facts(session_id, facts.as_fields(), version=facts.version)
+            session = self._store.record_task_facts(session_id, facts)
+            verdict = Verdict.APPLIED
         except TransitionRejected as rejected:
-            # Stale or duplicate: the record already holds newer facts. Settling again is harmless and
-            # completes work a failed earlier delivery of the same event may have left undone.
             if rejected.session is None:
-                return None
+                return TaskEvent(Verdict.UNKNOWN_SESSION, None)
             session = rejected.session
-        return self.settle(session)
+            verdict = Verdict.DUPLICATE if session.last_event_version == facts.version else Verdict.STALE
+        # Settling again after a duplicate is harmless and completes work a failed earlier delivery of
+        # the same event may have left undone.
+        return TaskEvent(verdict, self.settle(session))
+
+    def _not_its_task(self, session: Session, facts: TaskFacts) -> TaskEvent:
+        if session.task_arn is None and session.status.is_live:
+            return TaskEvent(Verdict.UNCLAIMED, session)
+        # Stopping is idempotent, so each delivery stops; the record counts the stray once.
+        stopping = TaskStatus.STOPPED not in (facts.last_status, facts.desired_status)
+        if stopping:
+            self._tasks.stop(facts.task_arn, stray_reason(session))
+        first = stopping and self._store.note_stray_task(session.session_id, facts.task_arn)
+        return TaskEvent(Verdict.STRAY_STOPPED if first else Verdict.STRAY, session)
 
     def request_stop(self, session_id: str, requested_by: str) -> Session:
         session = self._store.request_stop(session_id, requested_by=requested_by)
@@ -319,7 +367,7 @@ class Lifecycle:
     def settle(self, session: Session) -> Session:
         """Finish what the record says is due: end a session whose task stopped; answer a due token."""
         token, waiting_for = session.wait_token, session.waiting_for
-        task_stopped = session.task_status == "STOPPED"
+        task_stopped = session.task_status is TaskStatus.STOPPED
         if task_stopped and session.status.is_live:
             end, reason = ending(session)
             session = self._end(session.session_id, end, reason) or session
@@ -331,7 +379,7 @@ class Lifecycle:
                 self._callbacks.fail(token, "TaskStopped", ended_cause)
             elif session.stop_requested_at:
                 self._callbacks.fail(token, "StopRequested", stop_reason(session) or "stop requested")
-            elif session.task_status == "RUNNING":
+            elif session.task_status is TaskStatus.RUNNING:
                 self._callbacks.succeed(token, watch_limits(session))
         elif waiting_for is WaitingFor.STOP:
             if task_stopped:

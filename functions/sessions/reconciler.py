@@ -31,10 +31,10 @@ from functools import partial
 from botocore.exceptions import ClientError
 
 from sessions import clock
-from sessions.ecs_tasks import EcsTasks, TaskView
-from sessions.lifecycle import Lifecycle, TaskFacts
+from sessions.ecs_tasks import EcsTasks, TaskFacts, TaskView
+from sessions.lifecycle import Lifecycle
 from sessions.observability import logger
-from sessions.record import Session, Status
+from sessions.record import Session, Status, TaskStatus
 from sessions.store import SessionStore
 from sessions.workflows import Execution, Workflows
 
@@ -153,7 +153,9 @@ class Reconciler:
     ) -> None:
         if session.task_arn and session.task_arn not in running_arns:
             view = self._tasks.describe(session.task_arn)
-            if view is None or (view.last_status == "STOPPED" and self._settled(view.stopped_at, now)):
+            if view is None or (
+                view.last_status is TaskStatus.STOPPED and self._settled(view.stopped_at, now)
+            ):
                 self._close(session, view, report)
                 return
         if session.session_id not in executions:
@@ -164,20 +166,15 @@ class Reconciler:
         if not self._still_live(session.session_id):
             return  # the event was late, not lost
         facts = (
-            TaskFacts(
-                task_arn=view.task_arn,
-                last_status="STOPPED",
-                stop_code=view.stop_code,
-                stopped_reason=view.stopped_reason,
-                exit_code=view.exit_code,
-                version=view.version,
-            )
+            view.facts()
             if view
             else TaskFacts(
-                task_arn=session.task_arn or "", last_status="STOPPED", stopped_reason=TASK_GONE_REASON
+                task_arn=session.task_arn or "",
+                last_status=TaskStatus.STOPPED,
+                stopped_reason=TASK_GONE_REASON,
             )
         )
-        settled = self._lifecycle.on_task_facts(session.session_id, facts)
+        settled = self._lifecycle.on_task_facts(session.session_id, facts).session
         if settled is not None and not settled.status.is_live:
             self._repaired(report, Repair.SESSION_CLOSED, session.session_id)
 

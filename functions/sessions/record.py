@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from sessions import clock
 
@@ -57,8 +58,34 @@ class WaitingFor(StrEnum):
     STOPPED = "STOPPED"  # stop: the task-state event saying the task stopped
 
 
-class Session(BaseModel):
-    """A session as stored. Attribute names are the item's (camelCase), as in DESIGN.md."""
+class TaskStatus(StrEnum):
+    """An ECS task's `lastStatus` (or `desiredStatus`), in the order of the task lifecycle."""
+
+    PROVISIONING = "PROVISIONING"
+    PENDING = "PENDING"
+    ACTIVATING = "ACTIVATING"
+    RUNNING = "RUNNING"
+    DEACTIVATING = "DEACTIVATING"
+    STOPPING = "STOPPING"
+    DEPROVISIONING = "DEPROVISIONING"
+    STOPPED = "STOPPED"
+
+    @property
+    def is_going_away(self) -> bool:
+        """The task is on its way to STOPPED (or there): it will never run the shell again."""
+        return self in _GOING_AWAY
+
+
+_GOING_AWAY = frozenset(
+    {TaskStatus.DEACTIVATING, TaskStatus.STOPPING, TaskStatus.DEPROVISIONING, TaskStatus.STOPPED}
+)
+
+
+class SessionView(BaseModel):
+    """A session as its owner sees it: the public part of the record, and the REST API's session shape.
+
+    The record (:class:`Session`) extends this with the workflow's internals, so the two cannot drift.
+    """
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
@@ -69,8 +96,7 @@ class Session(BaseModel):
     tier: str
     status: Status
     status_reason: str | None = Field(None, alias="statusReason")
-    task_arn: str | None = Field(None, alias="taskArn")
-    execution_arn: str | None = Field(None, alias="executionArn")
+    task_arn: str | None = Field(None, alias="taskArn", description="The session's own ECS task")
     created_at: str = Field(alias="createdAt")
     ready_at: str | None = Field(None, alias="readyAt")
     last_activity_at: str = Field(alias="lastActivityAt")
@@ -81,17 +107,29 @@ class Session(BaseModel):
     stop_requested_at: str | None = Field(None, alias="stopRequestedAt")
     stop_requested_by: str | None = Field(None, alias="stopRequestedBy")
     stopped_at: str | None = Field(None, alias="stoppedAt")
-    # Facts observed about the ECS task (from task-state events and DescribeTasks).
-    task_status: str | None = Field(None, alias="taskStatus")
+    # Facts observed about the session's own ECS task (from its task-state events and DescribeTasks).
+    task_status: TaskStatus | None = Field(None, alias="taskStatus")
     stop_code: str | None = Field(None, alias="stopCode")
     exit_code: int | None = Field(None, alias="exitCode")
-    last_event_version: int | None = Field(None, alias="lastEventVersion")
     task_stopped_reason: str | None = Field(None, alias="taskStoppedReason")
-    capacity_provider: str | None = Field(None, alias="capacityProvider")
+    capacity_provider: str | None = Field(
+        None, alias="capacityProvider", description="FARGATE, or FARGATE_SPOT (may be interrupted)"
+    )
+
+
+class Session(SessionView):
+    """A session as stored: the public view plus the workflow's internals, never shown to users.
+    Attribute names are the item's (camelCase), as in DESIGN.md."""
+
+    execution_arn: str | None = Field(None, alias="executionArn")
+    # The version (ECS counts them per task) of the last event of the session's own task applied.
+    last_event_version: int | None = Field(None, alias="lastEventVersion")
+    # Other tasks that carried this session's id and were stopped (each counted and logged once).
+    stray_task_arns: set[str] | None = Field(None, alias="strayTaskArns")
     # The status a STOPPING session ends in once its task has stopped (FAILED on the failure path).
     end_status: Status | None = Field(None, alias="endStatus")
     provision_attempts: int = Field(0, alias="provisionAttempts")
-    # The workflow's parked callback; internal, never shown to users.
+    # The workflow's parked callback.
     wait_token: str | None = Field(None, alias="waitToken")
     waiting_for: WaitingFor | None = Field(None, alias="waitingFor")
     expires_at: int | None = Field(None, alias="expiresAt")
@@ -136,17 +174,30 @@ class Session(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
     def public(self) -> dict[str, Any]:
-        """The view users see: the record without the workflow's internals."""
-        return self.model_dump(
-            by_alias=True,
-            exclude_none=True,
-            mode="json",
-            exclude={
-                "wait_token",
-                "waiting_for",
-                "last_event_version",
-                "provision_attempts",
-                "expires_at",
-                "end_status",
-            },
-        )
+        """The view users see (:class:`SessionView`), as JSON."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json", include=_PUBLIC)
+
+    @classmethod
+    def item_fields(cls, **changes: Any) -> dict[str, Any]:
+        """Item attributes for a partial update, named as the record's fields (`task_arn=...`).
+
+        Each value is validated as its field's type and stored as a whole record stores it, so an update
+        can neither misspell an attribute nor write a wrong type. None leaves an attribute as it is.
+        """
+        item: dict[str, Any] = {}
+        for name, value in changes.items():
+            field = cls.model_fields.get(name)
+            if field is None:
+                raise TypeError(f"the session record has no field {name!r}")
+            if value is not None:
+                adapter = _field_adapter(name)
+                item[field.alias or name] = adapter.dump_python(adapter.validate_python(value), mode="json")
+        return item
+
+
+_PUBLIC: set[str] = set(SessionView.model_fields)
+
+
+@cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    return TypeAdapter(Session.model_fields[name].annotation)

@@ -91,7 +91,7 @@ class SessionService:
             )
             raise Unavailable("could not start the session workflow; try again") from error
         return self._store.update_fields(
-            session.session_id, {"executionArn": execution["executionArn"]}, while_status=tuple(Status)
+            session.session_id, while_status=tuple(Status), execution_arn=execution["executionArn"]
         )
 
     def list_all(self) -> list[Session]:

@@ -11,6 +11,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from sessions import clock
+from sessions.ecs_tasks import TaskFacts
 from sessions.record import LIVE, Session, Status, WaitingFor
 
 OWNER_INDEX = "byOwner"
@@ -147,17 +148,15 @@ class SessionStore:
         *,
         reason: str | None = None,
         allowed_from: tuple[Status, ...] | None = None,
-        fields: dict[str, Any] | None = None,
+        **changes: Any,
     ) -> Session:
-        """Move the session forward to `to`; refused (TransitionRejected) from any later status."""
+        """Move the session forward to `to`, setting `changes` (record fields) with it; refused
+        (TransitionRejected) from any later status."""
         origins = allowed_from if allowed_from is not None else to.predecessors()
-        set_fields = dict(fields or {}) | {"status": to.value}
-        if reason is not None:
-            set_fields["statusReason"] = reason
-        remove: tuple[str, ...] = ()
         if not to.is_live:
-            set_fields.setdefault("stoppedAt", clock.rfc3339(clock.now()))
-            remove = (LIVE_MARK, "waitToken", "waitingFor")
+            changes.setdefault("stopped_at", clock.rfc3339(clock.now()))
+        set_fields = Session.item_fields(**changes, status=to, status_reason=reason)
+        remove = () if to.is_live else (LIVE_MARK, "waitToken", "waitingFor")
         return self._update(
             session_id,
             set_fields=set_fields,
@@ -170,7 +169,7 @@ class SessionStore:
         """Store the workflow's callback token; the returned record tells whether it is already due."""
         return self._update(
             session_id,
-            set_fields={"waitToken": token, "waitingFor": waiting_for.value},
+            set_fields=Session.item_fields(wait_token=token, waiting_for=waiting_for),
             condition=Attr("status").is_in([s.value for s in LIVE]),
             reject_message="session has ended",
         )
@@ -181,7 +180,7 @@ class SessionStore:
         try:
             return self._update(
                 session_id,
-                set_fields={"stopRequestedAt": stamp, "stopRequestedBy": requested_by},
+                set_fields=Session.item_fields(stop_requested_at=stamp, stop_requested_by=requested_by),
                 condition=Attr("stopRequestedAt").not_exists(),
                 reject_message="stop already requested",
             )
@@ -200,10 +199,10 @@ class SessionStore:
         try:
             return self._update(
                 session_id,
-                set_fields={
-                    "lastActivityAt": clock.rfc3339(moment),
-                    "idleDeadline": clock.later(moment, current.idle_timeout_seconds),
-                },
+                set_fields=Session.item_fields(
+                    last_activity_at=clock.rfc3339(moment),
+                    idle_deadline=clock.later(moment, current.idle_timeout_seconds),
+                ),
                 condition=Attr("status").is_in([s.value for s in LIVE])
                 & Attr("lastActivityAt").lte(clock.later(moment, -coalesce_seconds)),
                 reject_message="activity already recorded recently",
@@ -211,24 +210,43 @@ class SessionStore:
         except TransitionRejected:
             return None
 
-    def record_task_facts(self, session_id: str, facts: dict[str, Any], *, version: int | None) -> Session:
-        """Record what ECS reported about the task, ignoring events older than the last one applied."""
-        set_fields = {k: v for k, v in facts.items() if v is not None}
-        condition: Any = Attr("sessionId").exists()
-        if version is not None:
-            set_fields["lastEventVersion"] = version
-            condition = Attr("lastEventVersion").not_exists() | Attr("lastEventVersion").lt(version)
-        return self._update(
-            session_id, set_fields=set_fields, condition=condition, reject_message="stale or duplicate event"
-        )
-
-    def update_fields(
-        self, session_id: str, fields: dict[str, Any], *, while_status: tuple[Status, ...]
-    ) -> Session:
-        """Set fields without changing status, only while the session is in one of `while_status`."""
+    def record_task_facts(self, session_id: str, facts: TaskFacts) -> Session:
+        """Record what ECS said about the session's own task: only while the record names that task, and
+        only if newer than the last version of it applied (ECS counts versions per task)."""
+        set_fields = Session.item_fields(**facts.record_fields())
+        condition: Any = Attr("taskArn").eq(facts.task_arn)
+        if facts.version is not None:
+            set_fields["lastEventVersion"] = facts.version
+            condition &= Attr("lastEventVersion").not_exists() | Attr("lastEventVersion").lt(facts.version)
         return self._update(
             session_id,
-            set_fields=fields,
+            set_fields=set_fields,
+            condition=condition,
+            reject_message="not the session's task, or a stale or duplicate event",
+        )
+
+    def note_stray_task(self, session_id: str, task_arn: str) -> bool:
+        """Remember a task that carried the session's id without being its task; True the first time,
+        so a redelivered event is not counted again."""
+        try:
+            self._table.update_item(
+                Key={"sessionId": session_id},
+                UpdateExpression="ADD #strays :task",
+                ExpressionAttributeNames={"#strays": "strayTaskArns"},
+                ExpressionAttributeValues={":task": {task_arn}},
+                ConditionExpression=Attr("sessionId").exists() & ~Attr("strayTaskArns").contains(task_arn),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
+    def update_fields(self, session_id: str, *, while_status: tuple[Status, ...], **changes: Any) -> Session:
+        """Set record fields without changing status, only while the session is in one of `while_status`."""
+        return self._update(
+            session_id,
+            set_fields=Session.item_fields(**changes),
             condition=Attr("status").is_in([s.value for s in while_status]),
             reject_message="session is no longer in a status that allows this",
         )

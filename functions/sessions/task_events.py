@@ -7,7 +7,8 @@ from __future__ import annotations
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, ConfigDict, Field
 
-from sessions.lifecycle import TaskFacts
+from sessions.ecs_tasks import TaskFacts
+from sessions.record import TaskStatus
 
 
 class EcsContainer(BaseModel):
@@ -23,8 +24,8 @@ class EcsTaskDetail(BaseModel):
 
     task_arn: str = Field(alias="taskArn")
     cluster_arn: str | None = Field(None, alias="clusterArn")
-    last_status: str = Field(alias="lastStatus")
-    desired_status: str | None = Field(None, alias="desiredStatus")
+    last_status: TaskStatus = Field(alias="lastStatus")
+    desired_status: TaskStatus | None = Field(None, alias="desiredStatus")
     started_by: str | None = Field(None, alias="startedBy")
     group: str | None = None
     stop_code: str | None = Field(None, alias="stopCode")
@@ -45,6 +46,7 @@ class EcsTaskStateChange(EventBridgeModel):
         return TaskFacts(
             task_arn=detail.task_arn,
             last_status=detail.last_status,
+            desired_status=detail.desired_status,
             stop_code=detail.stop_code,
             stopped_reason=reason,
             exit_code=exit_code,

@@ -28,6 +28,7 @@ import urllib3
 
 from sessions.config import Settings
 from sessions.ecs_tasks import TASK_GROUP, workspace_prefix
+from sessions.record import TaskStatus
 from sessions.store import SessionStore
 
 # AssumeRole from a Lambda function is role chaining: AWS caps those sessions at one hour.
@@ -164,6 +165,6 @@ class WorkspaceAccess:
         task = tasks[0] if tasks else {}
         if task.get("group") != TASK_GROUP or not task.get("startedBy"):
             raise AccessRefused(f"task {task_id} is not a terminal of this cluster")
-        if task.get("lastStatus") == "STOPPED":
+        if task.get("lastStatus") == TaskStatus.STOPPED:
             raise AccessRefused(f"task {task_id} has stopped")
         return str(task["startedBy"])

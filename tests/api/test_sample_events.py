@@ -166,7 +166,7 @@ def seed_waiting(deployment: Deployment, status: Status, waiting_for: WaitingFor
 def check_task_events_pending(deployment: Deployment) -> None:
     seed_waiting(deployment, Status.STARTING, WaitingFor.RUNNING)
 
-    assert task_event(deployment, "task_events_pending") == {"result": "STARTING"}
+    assert task_event(deployment, "task_events_pending") == {"result": "applied", "status": "STARTING"}
     assert deployment.store.require(SESSION_ID).task_status == "PENDING"
     assert answered(deployment) == [], "PENDING is not what the provision step waits for"
 
@@ -174,7 +174,7 @@ def check_task_events_pending(deployment: Deployment) -> None:
 def check_task_events_running(deployment: Deployment) -> None:
     seed_waiting(deployment, Status.STARTING, WaitingFor.RUNNING)
 
-    assert task_event(deployment, "task_events_running") == {"result": "STARTING"}
+    assert task_event(deployment, "task_events_running") == {"result": "applied", "status": "STARTING"}
     assert answered(deployment) == [("send_task_success", PARKED)]
 
 
@@ -188,7 +188,7 @@ def check_task_events_stopped_by_user(deployment: Deployment) -> None:
         stopRequestedAt=clock.rfc3339(clock.now()),
     )
 
-    assert task_event(deployment, "task_events_stopped_by_user") == {"result": "STOPPED"}
+    assert task_event(deployment, "task_events_stopped_by_user") == {"result": "applied", "status": "STOPPED"}
     session = deployment.store.require(SESSION_ID)
     assert (session.status_reason, session.stop_code) == ("stopped by user", "UserInitiated")
     assert answered(deployment) == [("send_task_success", PARKED)]
@@ -197,7 +197,7 @@ def check_task_events_stopped_by_user(deployment: Deployment) -> None:
 def check_task_events_oom(deployment: Deployment) -> None:
     seed_waiting(deployment, Status.READY, WaitingFor.STOP)
 
-    assert task_event(deployment, "task_events_oom") == {"result": "FAILED"}
+    assert task_event(deployment, "task_events_oom") == {"result": "applied", "status": "FAILED"}
     session = deployment.store.require(SESSION_ID)
     assert session.exit_code == 137
     assert "out of memory" in (session.status_reason or "")
@@ -207,7 +207,10 @@ def check_task_events_oom(deployment: Deployment) -> None:
 def check_task_events_spot_interruption(deployment: Deployment) -> None:
     seed_waiting(deployment, Status.READY, WaitingFor.STOP, capacityProvider="FARGATE_SPOT")
 
-    assert task_event(deployment, "task_events_spot_interruption") == {"result": "STOPPED"}
+    assert task_event(deployment, "task_events_spot_interruption") == {
+        "result": "applied",
+        "status": "STOPPED",
+    }
     assert "SpotInterruption" in (deployment.store.require(SESSION_ID).status_reason or "")
     assert answered(deployment) == [("send_task_failure", PARKED)]
 
@@ -215,7 +218,7 @@ def check_task_events_spot_interruption(deployment: Deployment) -> None:
 def check_task_events_failed_to_start(deployment: Deployment) -> None:
     seed_waiting(deployment, Status.STARTING, WaitingFor.RUNNING)
 
-    assert task_event(deployment, "task_events_failed_to_start") == {"result": "FAILED"}
+    assert task_event(deployment, "task_events_failed_to_start") == {"result": "applied", "status": "FAILED"}
     assert "CannotPullContainerError" in (deployment.store.require(SESSION_ID).status_reason or "")
     assert answered(deployment) == [("send_task_failure", PARKED)]
 

@@ -335,7 +335,7 @@ def test_a_task_this_product_did_not_start_is_refused(world: World) -> None:
 
 def test_a_task_of_an_ended_session_is_refused(world: World) -> None:
     session_id, task_id = world.start_task(ALICE, "p1")
-    world.store.update_fields(session_id, {"status": Status.STOPPED.value}, while_status=tuple(Status))
+    world.store.update_fields(session_id, while_status=tuple(Status), status=Status.STOPPED)
 
     assert "is not live" in refused(world, world.vendor(world.task_credentials(task_id)))
 

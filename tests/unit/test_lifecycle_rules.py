@@ -135,6 +135,15 @@ def stopped_task(**fields: Any) -> Session:
             id="container-exited",
         ),
         pytest.param(
+            {
+                "stopCode": "EssentialContainerExited",
+                "taskStoppedReason": "Essential container in task exited",
+            },
+            Status.FAILED,
+            "the terminal container exited: Essential container in task exited",
+            id="container-exited-event-without-containers",
+        ),
+        pytest.param(
             {"stopCode": "ServiceSchedulerInitiated"},
             Status.FAILED,
             "the task stopped unexpectedly (ServiceSchedulerInitiated): no reason given",

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from sessions.config import Settings
-from sessions.ecs_tasks import EcsTasks
-from sessions.lifecycle import Lifecycle, TaskFacts
-from sessions.record import Status
+from sessions.ecs_tasks import EcsTasks, TaskFacts
+from sessions.lifecycle import Lifecycle
+from sessions.record import Status, TaskStatus
 
 from tests.workflow.conftest import Offline
 
@@ -42,11 +42,11 @@ def stepwise(offline: Offline) -> tuple[Lifecycle, RecordingCallbacks, str]:
     settings = Settings(SESSIONS_TABLE=offline.table_name, CLUSTER_ARN=offline.cluster)
     lifecycle = Lifecycle(settings, offline.store, EcsTasks(settings), callbacks)  # type: ignore[arg-type]
     session = offline.new_session()
-    offline.store.transition(session.session_id, Status.STARTING, fields={"taskArn": "arn:aws:ecs:task/t-1"})
+    offline.store.transition(session.session_id, Status.STARTING, task_arn="arn:aws:ecs:task/t-1")
     return lifecycle, callbacks, session.session_id
 
 
-RUNNING = TaskFacts(task_arn="arn:aws:ecs:task/t-1", last_status="RUNNING", version=2)
+RUNNING = TaskFacts(task_arn="arn:aws:ecs:task/t-1", last_status=TaskStatus.RUNNING, version=2)
 
 
 def test_running_event_before_the_token_is_parked(
@@ -97,9 +97,9 @@ def test_redelivered_event_completes_what_a_failed_delivery_left(
     lifecycle, callbacks, session_id = stepwise
     lifecycle.provision(session_id, "token-1")
     stopped = TaskFacts(
-        task_arn="arn:aws:ecs:task/t-1", last_status="STOPPED", stop_code="UserInitiated", version=3
+        task_arn="arn:aws:ecs:task/t-1", last_status=TaskStatus.STOPPED, stop_code="UserInitiated", version=3
     )
-    lifecycle._store.record_task_facts(session_id, stopped.as_fields(), version=3)  # delivery died after this
+    lifecycle._store.record_task_facts(session_id, stopped)  # delivery died after this
 
     lifecycle.on_task_facts(session_id, stopped)  # the retry is a duplicate version...
 

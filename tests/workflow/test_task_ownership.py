@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from sessions.config import Settings
-from sessions.ecs_tasks import EcsTasks
-from sessions.lifecycle import Lifecycle, TaskFacts
-from sessions.record import Status, WaitingFor
+from sessions.ecs_tasks import EcsTasks, TaskFacts
+from sessions.lifecycle import Lifecycle
+from sessions.record import Status, TaskStatus, WaitingFor
 
 from cloudide.offline.fargate import TaskScript
 from tests.workflow.conftest import Offline
@@ -68,12 +68,22 @@ def test_a_stray_tasks_stopped_event_does_not_end_the_session(offline: Offline) 
     }
     ecs.put_task_event(stray_stopped)
     # Then the session's own task still speaks for it: a later event of its own is applied
-    ecs.report(offline.cluster, ready.task_arn, "STOPPED", stop_code="EssentialContainerExited", exit_code=3)
+    ecs.report(
+        offline.cluster,
+        ready.task_arn,
+        "STOPPED",
+        stop_code="EssentialContainerExited",
+        stopped_reason="Essential container in task exited",
+        exit_code=3,
+    )
     assert offline.wait_execution(execution)["status"] == "SUCCEEDED"
     assert offline.states_entered(execution) == ["Provision", "Watch", "TaskEnded"]
     ended = offline.assert_invariants(session.session_id)
     assert (ended.status, ended.task_arn, ended.exit_code) == (Status.FAILED, ready.task_arn, 3)
-    assert ended.status_reason == "the terminal container exited (exit code 3): Essential container in task exited"
+    assert (
+        ended.status_reason
+        == "the terminal container exited (exit code 3): Essential container in task exited"
+    )
 
 
 # Step by step -----------------------------------------------------------------------------------------
@@ -98,12 +108,18 @@ def test_versions_are_counted_per_task(offline: Offline, stepwise: tuple[Lifecyc
     lifecycle, _ = stepwise
     # Given a starting session whose own task has said PENDING (version 1)
     session = offline.new_session()
-    offline.store.transition(session.session_id, Status.STARTING, fields={"taskArn": OWN})
-    lifecycle.on_task_facts(session.session_id, TaskFacts(task_arn=OWN, last_status="PENDING", version=1))
+    offline.store.transition(session.session_id, Status.STARTING, task_arn=OWN)
+    lifecycle.on_task_facts(
+        session.session_id, TaskFacts(task_arn=OWN, last_status=TaskStatus.PENDING, version=1)
+    )
     # When a stray task's event with a higher version of its own arrives
-    lifecycle.on_task_facts(session.session_id, TaskFacts(task_arn=STRAY, last_status="RUNNING", version=7))
+    lifecycle.on_task_facts(
+        session.session_id, TaskFacts(task_arn=STRAY, last_status=TaskStatus.RUNNING, version=7)
+    )
     # Then it is not applied, and the own task's next version still is
-    lifecycle.on_task_facts(session.session_id, TaskFacts(task_arn=OWN, last_status="RUNNING", version=2))
+    lifecycle.on_task_facts(
+        session.session_id, TaskFacts(task_arn=OWN, last_status=TaskStatus.RUNNING, version=2)
+    )
     current = offline.store.require(session.session_id)
     assert (current.task_arn, current.task_status, current.last_event_version) == (OWN, "RUNNING", 2)
 
@@ -115,7 +131,9 @@ def test_an_unknown_tasks_event_before_the_record_names_a_task_is_not_applied(
     # Given a session whose RunTask has not answered yet
     session = offline.new_session()
     # When an event of a task the record does not name arrives
-    lifecycle.on_task_facts(session.session_id, TaskFacts(task_arn=STRAY, last_status="RUNNING", version=3))
+    lifecycle.on_task_facts(
+        session.session_id, TaskFacts(task_arn=STRAY, last_status=TaskStatus.RUNNING, version=3)
+    )
     # Then the record is unchanged: which task is the session's only RunTask's answer can say
     current = offline.store.require(session.session_id)
     assert (current.status, current.task_arn, current.task_status, current.last_event_version) == (
@@ -140,7 +158,8 @@ def test_the_own_tasks_event_racing_the_run_task_answer_is_not_lost(
         offline.wait_task_status(arn, "PENDING")
         detail = offline.aws.ecs.set_task_status(offline.cluster, arn, "RUNNING", agent_status="RUNNING")
         lifecycle.on_task_facts(
-            session.session_id, TaskFacts(task_arn=arn, last_status="RUNNING", version=detail["version"])
+            session.session_id,
+            TaskFacts(task_arn=arn, last_status=TaskStatus.RUNNING, version=detail["version"]),
         )
         return arn
 
