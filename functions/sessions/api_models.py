@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sessions.record import Status
+# A session's public shape is defined once, as the public part of the record.
+from sessions.record import SessionView
+
+__all__ = [
+    "ConnectRequest",
+    "ConnectResponse",
+    "ErrorBody",
+    "SessionList",
+    "SessionView",
+    "StartSessionRequest",
+]
 
 SESSION_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -25,30 +35,6 @@ class ConnectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     readOnly: bool = Field(False, description="Attach without the ability to type (for viewers)")
-
-
-class SessionView(BaseModel):
-    """A session as its owner sees it."""
-
-    sessionId: str
-    ownerId: str
-    projectId: str
-    image: str
-    tier: str
-    status: Status
-    statusReason: str | None = None
-    taskArn: str | None = None
-    createdAt: str
-    readyAt: str | None = None
-    lastActivityAt: str
-    idleTimeoutSeconds: int
-    maxLifetimeSeconds: int
-    idleDeadline: str
-    lifetimeDeadline: str
-    stopRequestedAt: str | None = None
-    stoppedAt: str | None = None
-    stopCode: str | None = None
-    exitCode: int | None = None
 
 
 class SessionList(BaseModel):

@@ -81,11 +81,10 @@ _GOING_AWAY = frozenset(
 )
 
 
+# The public part of the record is the REST API's session shape: the record (Session) extends it with
+# the workflow's internals, so the record and the API cannot drift apart.
 class SessionView(BaseModel):
-    """A session as its owner sees it: the public part of the record, and the REST API's session shape.
-
-    The record (:class:`Session`) extends this with the workflow's internals, so the two cannot drift.
-    """
+    """A session as its owner sees it."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 

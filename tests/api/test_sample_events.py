@@ -1,6 +1,6 @@
 """Every file in events/ fed to its function's handler, as `sam local invoke -e events/<file>` would.
 
-The prefix names the function (api_, task_events_, workflow_). Each case seeds the session record the
+The prefix names the function (api_, task_events_, workflow_, reconciler_, workspace_credentials_). Each case seeds the session record the
 event presupposes, invokes the handler with the template's environment, and checks the answer and the
 record; workflow tokens cannot be answered to a real execution here, so the checks name which token
 the handler answered and how.
@@ -9,12 +9,14 @@ the handler answered and how.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import urllib3
 from sessions import clock
 from sessions.record import Status, WaitingFor
 
@@ -36,24 +38,27 @@ OWNER = "4f8e2b1a-9c3d-4e5f-8a7b-6c5d4e3f2a1b"
 ACCOUNT_ID, REGION = "123456789012", "us-east-1"
 TASK_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task/cloudide-dev-Cluster-7QW2K9XJ4MZB/0f9e8d7c6b5a49382716a5b4c3d2e1f0"
 PARKED = "parked-by-an-earlier-step"
+WORKSPACE_CREDENTIALS_FUNCTION = "WorkspaceCredentialsFunction"
 
 
 def load(name: str) -> dict[str, Any]:
     return dict(json.loads((EVENTS / f"{name}.json").read_text()))
 
 
+PREFIXES = {
+    "api_": API_FUNCTION,
+    "task_events_": TASK_EVENTS_FUNCTION,
+    "workflow_": WORKFLOW_FUNCTION,
+    "reconciler_": RECONCILER_FUNCTION,
+    "workspace_credentials_": WORKSPACE_CREDENTIALS_FUNCTION,
+}
+
+
 def function_of(name: str) -> str:
-    for prefix, function in (
-        ("api_", API_FUNCTION),
-        ("task_events_", TASK_EVENTS_FUNCTION),
-        ("workflow_", WORKFLOW_FUNCTION),
-        ("reconciler_", RECONCILER_FUNCTION),
-    ):
+    for prefix, function in PREFIXES.items():
         if name.startswith(prefix):
             return function
-    raise AssertionError(
-        f"events/{name}.json: the prefix names no function (api_, task_events_, workflow_, reconciler_)"
-    )
+    raise AssertionError(f"events/{name}.json: the prefix names no function ({', '.join(PREFIXES)})")
 
 
 def answered(deployment: Deployment) -> list[tuple[str, str]]:
@@ -309,6 +314,48 @@ def check_workflow_cleanup(deployment: Deployment) -> None:
     assert answered(deployment)[-1] == ("send_task_success", load("workflow_cleanup")["token"])
 
 
+# Workspace credentials ---------------------------------------------------------------------------------
+
+
+def check_workspace_credentials_vend(deployment: Deployment) -> None:
+    # The sync agent of the session's task presents a presigned sts:GetCallerIdentity URL; STS (played
+    # here, no network) answers with the task-role session ECS named after that task.
+    deployment.seed(SESSION_ID, OWNER)
+    task_id = deployment.provision(SESSION_ID).rsplit("/", 1)[-1]
+    task_role = f"arn:aws:iam::{ACCOUNT_ID}:role/cloudide-dev-TaskRole-1A2B3C4D5E6F"
+    deployment.stack.refs["WorkspaceBucket"] = "cloudide-dev-workspacebucket-1a2b3c4d5e6f"
+    deployment.stack.attributes["TaskRole.Arn"] = task_role
+    deployment.stack.attributes["WorkspaceAccessRole.Arn"] = (
+        f"arn:aws:iam::{ACCOUNT_ID}:role/workspace-access"
+    )
+    url = load("workspace_credentials_vend")["callerIdentityUrl"]
+    asked: list[tuple[str, str]] = []
+
+    def sts(pool: Any, method: str, requested: str, **options: Any) -> urllib3.HTTPResponse:
+        asked.append((method, requested))
+        assert options.get("redirect") is False, "a redirect could lead the proof to another server"
+        arn = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/cloudide-dev-TaskRole-1A2B3C4D5E6F/{task_id}"
+        return urllib3.HTTPResponse(body=STS_IDENTITY.format(arn=arn).encode(), status=200)
+
+    deployment.monkeypatch.setattr(urllib3.PoolManager, "request", sts)
+
+    answer = deployment.invoke(WORKSPACE_CREDENTIALS_FUNCTION, load("workspace_credentials_vend"))
+
+    assert asked == [("GET", url)], "the proof is checked with STS itself, exactly as presented"
+    vended = answer["credentials"]
+    assert (vended["bucket"], vended["prefix"]) == (
+        "cloudide-dev-workspacebucket-1a2b3c4d5e6f",
+        f"workspaces/{OWNER}/hello-world/",
+    )
+    assert vended["accessKeyId"] and vended["sessionToken"] and vended["expiration"]
+
+
+STS_IDENTITY = """<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <GetCallerIdentityResult><Arn>{arn}</Arn><UserId>AROAEXAMPLE:task</UserId><Account>123456789012</Account>
+  </GetCallerIdentityResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata>
+</GetCallerIdentityResponse>"""
+
+
 # Reconciler -----------------------------------------------------------------------------------------
 
 
@@ -343,7 +390,12 @@ def test_every_sample_event_has_a_check() -> None:
 def test_samples_share_one_session_account_and_region() -> None:
     for name in SAMPLES:
         text = (EVENTS / f"{name}.json").read_text()
-        assert ACCOUNT_ID in text or function_of(name) == WORKFLOW_FUNCTION, name
+        # Workflow steps carry no ARN; a caller-identity proof names only the region (the signer's account
+        # is what STS answers).
+        if function_of(name) == WORKSPACE_CREDENTIALS_FUNCTION:
+            assert f"/{REGION}/sts/" in urllib.parse.unquote(text), name
+        else:
+            assert ACCOUNT_ID in text or function_of(name) == WORKFLOW_FUNCTION, name
         if function_of(name) == API_FUNCTION:
             assert load(name)["requestContext"]["authorizer"]["claims"]["sub"] == OWNER, name
 
