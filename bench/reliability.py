@@ -11,6 +11,7 @@ Reproducible: the plan of every session (its fault, its timings) comes from the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -27,7 +28,7 @@ from unittest import mock
 from samcli.yamlhelper import yaml_parse
 from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
-from sessions.ecs_tasks import EcsTasks
+from sessions.ecs_tasks import CapacityUnavailable, EcsTasks
 from sessions.lifecycle import Lifecycle
 from sessions.record import Session, WaitingFor
 from sessions.store import SessionStore
@@ -62,6 +63,7 @@ FAULT_WEIGHTS = {
     "duplicate and stale events": 6,
     "two concurrent stops": 6,
     "StopTask throttled": 6,
+    "stray task": 6,
 }
 
 
@@ -86,6 +88,7 @@ class _Soak:
         self.reconciler = aws.stack.physical_id("ReconcilerFunction")
         self.repairs: Counter[str] = Counter()
         self.fault_of: dict[str, str] = {}
+        self.strays: dict[str, str] = {}  # session id -> the stray task started with its id
         self.errors: list[str] = []
         self.workflows = Workflows(self.outputs["StateMachineArn"])
         self.sfn: Any = aws.client("stepfunctions")
@@ -141,6 +144,12 @@ class _Soak:
         elif fault == "workflow aborted externally":
             self.sfn.stop_execution(executionArn=execution)
         else:
+            if fault == "stray task":
+                from tests.workflow.conftest import start_stray_task
+
+                # A capacity fault injected for another session may refuse this RunTask: then no stray.
+                with contextlib.suppress(CapacityUnavailable):
+                    self.strays[sid] = start_stray_task(self.aws, ready)
             if fault == "event handler fails once":
                 with self._lock:
                     failures = moto_fixes.SETTINGS.function_failures
@@ -213,6 +222,15 @@ class _Soak:
         table = self.aws.session().resource("dynamodb").Table(self.outputs["SessionsTableName"])
         problems = invariants.session_violations(self.aws.client("ecs"), self.cluster, table, session_ids)
         still_live = [s for s in map(self.store.require, session_ids) if s.status.is_live]
+        ecs: Any = self.aws.client("ecs")
+        for sid, stray in self.strays.items():
+            session = self.store.require(sid)
+            task = ecs.describe_tasks(cluster=self.cluster, tasks=[stray])["tasks"][0]
+            if task["lastStatus"] != "STOPPED" or session.status_reason != "stopped by user":
+                problems.append(
+                    f"stray task {stray} is {task['lastStatus']}; its session {sid} ended {session.status.value}"
+                    f" ({session.status_reason}), not as its user asked"
+                )
         return problems + [
             f"session {s.session_id} ({self.fault_of.get(s.session_id)}) is still {s.status.value}"
             f" ({s.status_reason}, stop requested {s.stop_requested_at}, waiting for {s.waiting_for})"

@@ -28,6 +28,7 @@ class TaskScript:
     running_delay: float = 0.1
     stop_delay: float = 0.1
     stop_event: bool = True  # False: the STOPPED event is lost
+    start_events: bool = True  # False: the events of its start (PENDING, RUNNING, ...) are lost
 
 
 @dataclass
@@ -76,26 +77,28 @@ class FakeFargate:
 
     def _start_task(self, arn: str, script: TaskScript) -> None:
         time.sleep(script.pending_delay)
-        if not self._report_unless_stopping(arn, "PENDING"):
+        if not self._report_unless_stopping(arn, script, "PENDING"):
             return
         time.sleep(script.running_delay)
         if script.crash_on_start:
             self._report_unless_stopping(
-                arn, "STOPPED", stop_code="TaskFailedToStart",
+                arn, script, "STOPPED", stop_code="TaskFailedToStart",
                 stopped_reason="CannotPullContainerError: pull image manifest has been retried 5 time(s)",
             )  # fmt: skip
             return
         if script.reach_running:
             self._report_unless_stopping(
-                arn, "RUNNING", agent_status="RUNNING" if script.agent_ready else "PENDING"
+                arn, script, "RUNNING", agent_status="RUNNING" if script.agent_ready else "PENDING"
             )
 
-    def _report_unless_stopping(self, arn: str, last_status: str, **changes: Any) -> bool:
+    def _report_unless_stopping(self, arn: str, script: TaskScript, last_status: str, **changes: Any) -> bool:
         """A task asked to stop while it starts goes to STOPPED (the stop path reports it), never on."""
         with self._changing:
             if self.aws.ecs.task(self.cluster, arn).desired_status == "STOPPED":
                 return False
-            self.aws.ecs.report(self.cluster, arn, last_status, **changes)
+            detail = self.aws.ecs.set_task_status(self.cluster, arn, last_status, **changes)
+            if script.start_events:
+                self.aws.ecs.put_task_event(detail)
             return True
 
     def _on_stop_task(self, task: Any) -> None:

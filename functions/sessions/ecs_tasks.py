@@ -58,30 +58,14 @@ class TaskFacts:
 
 
 @dataclass(frozen=True)
-class TaskView:
-    task_arn: str
-    last_status: TaskStatus
-    agent_status: str | None
-    stop_code: str | None
-    stopped_reason: str | None
-    exit_code: int | None
+class TaskView(TaskFacts):
+    """A task as DescribeTasks shows it: its facts, and what the control plane checks besides."""
+
+    agent_status: str | None = None
     session_id: str | None = None  # startedBy
     group: str | None = None
     created_at: datetime | None = None
     stopped_at: datetime | None = None
-    version: int | None = None
-    desired_status: TaskStatus | None = None
-
-    def facts(self) -> TaskFacts:
-        return TaskFacts(
-            task_arn=self.task_arn,
-            last_status=self.last_status,
-            desired_status=self.desired_status,
-            stop_code=self.stop_code,
-            stopped_reason=self.stopped_reason,
-            exit_code=self.exit_code,
-            version=self.version,
-        )
 
 
 def workspace_prefix(session: Session) -> str:

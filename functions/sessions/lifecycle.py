@@ -206,7 +206,7 @@ class Lifecycle:
         view = self._tasks.describe(task_arn)
         if view is not None:
             with contextlib.suppress(TransitionRejected):  # a newer event was applied meanwhile
-                self._store.record_task_facts(session_id, view.facts())
+                self._store.record_task_facts(session_id, view)
 
     def _start_task(self, session: Session) -> tuple[str, str]:
         """RunTask on Spot when configured, falling back to on-demand at once when Spot has no capacity.

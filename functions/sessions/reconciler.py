@@ -165,14 +165,8 @@ class Reconciler:
         """Settle the session as its lost STOPPED event would have."""
         if not self._still_live(session.session_id):
             return  # the event was late, not lost
-        facts = (
-            view.facts()
-            if view
-            else TaskFacts(
-                task_arn=session.task_arn or "",
-                last_status=TaskStatus.STOPPED,
-                stopped_reason=TASK_GONE_REASON,
-            )
+        facts = view or TaskFacts(
+            task_arn=session.task_arn or "", last_status=TaskStatus.STOPPED, stopped_reason=TASK_GONE_REASON
         )
         settled = self._lifecycle.on_task_facts(session.session_id, facts).session
         if settled is not None and not settled.status.is_live:

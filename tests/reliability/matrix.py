@@ -8,6 +8,7 @@ from __future__ import annotations
 
 PATHS = "tests/workflow/test_paths.py"
 RACES = "tests/workflow/test_races.py"
+OWNERSHIP = "tests/workflow/test_task_ownership.py"
 FAULTS = "tests/reliability/test_faults.py"
 WORKSPACE = "tests/reliability/test_workspace_faults.py"
 
@@ -30,6 +31,9 @@ FAULT_MATRIX: dict[str, str] = {
     "activity racing the idle stop": f"{RACES}::test_activity_racing_the_idle_timeout_keeps_the_session",
     "duplicate, reordered and stale task events": (
         f"{PATHS}::test_duplicate_and_out_of_order_events_never_move_a_session_back"
+    ),
+    "stray task with the session's startedBy (stopped; the session stays READY on its own task)": (
+        f"{OWNERSHIP}::test_a_stray_task_is_stopped_and_the_session_stays_ready_on_its_own_task"
     ),
     "lost STOPPED event (the reconciler repairs it)": f"{FAULTS}::test_lost_stopped_event_is_repaired_by_the_reconciler",
     "workflow execution aborted externally (the reconciler stops the task)": (

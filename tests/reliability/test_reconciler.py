@@ -18,6 +18,7 @@ from sessions.reconciler import ORPHAN_REASON, Reconciler, Repair
 from sessions.record import Status, WaitingFor
 from sessions.workflows import Workflows
 
+from cloudide.offline.fargate import TaskScript
 from tests.workflow.conftest import Offline
 
 GRACE = 2.1  # past the test stack's 1 s grace, counted from the end of a record's whole second
@@ -61,9 +62,11 @@ def _reconciler(offline: Offline, *, grace_seconds: float, max_repairs: int = 10
 
 
 def test_a_task_without_a_live_session_is_stopped(offline: Offline) -> None:
-    # Given a task for a session that has ended, and one for a session that never existed
+    # Given a task for a session that has ended (its events lost: the event path would stop it at
+    # once), and one for a session that never existed
     session = offline.new_session()
     offline.store.transition(session.session_id, Status.FAILED, reason="could not start the task: test")
+    offline.fargate.scripts[session.session_id] = TaskScript(start_events=False)
     ended_sessions_task = _run_stray_task(offline, session.session_id)
     unknown_task = _run_stray_task(offline, "no-such-session")
     time.sleep(GRACE)

@@ -120,13 +120,7 @@ class Offline:
         return str(ecs.describe_tasks(cluster=self.cluster, tasks=[task_arn])["tasks"][0]["lastStatus"])
 
     def start_stray_task(self, session_id: str) -> str:
-        """A second task carrying the session's id (startedBy), started as the workflow starts its own
-        (an operator's RunTask, a replayed request): ECS accepts it, and its events name the session."""
-        assert self.aws.stack is not None
-        function = self.aws.stack.physical_id("WorkflowFunction")
-        environment = self.aws.client("lambda").get_function_configuration(FunctionName=function)
-        tasks = EcsTasks(Settings.model_validate(environment["Environment"]["Variables"]))
-        return tasks.run(self.store.require(session_id), client_token=f"stray-{session_id}", spot=False)
+        return start_stray_task(self.aws, self.store.require(session_id))
 
     def wait_task_status(self, task_arn: str, last_status: str, timeout: float = 20) -> dict[str, Any]:
         """The task as DescribeTasks shows it once it has reached `last_status`."""
@@ -171,6 +165,16 @@ class Offline:
         """`check_invariants`, then the session's record for the test's own assertions."""
         self.check_invariants()
         return self.store.require(session_id)
+
+
+def start_stray_task(aws: OfflineAws, session: Session) -> str:
+    """A second task carrying the session's id (startedBy), started as the workflow starts its own
+    (an operator's RunTask, a replayed request): ECS accepts it, and its events name the session."""
+    assert aws.stack is not None
+    function = aws.stack.physical_id("WorkflowFunction")
+    environment = aws.client("lambda").get_function_configuration(FunctionName=function)["Environment"]
+    tasks = EcsTasks(Settings.model_validate(environment["Variables"]))
+    return tasks.run(session, client_token=f"stray-{session.session_id}", spot=False)
 
 
 @pytest.fixture(scope="module")
