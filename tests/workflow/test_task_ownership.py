@@ -151,12 +151,14 @@ def test_the_own_tasks_event_racing_the_run_task_answer_is_not_lost(
     session = offline.new_session()
     offline.fargate.scripts[session.session_id] = TaskScript(reach_running=False, pending_delay=0)
     run = EcsTasks.run
+    versions: list[int] = []
 
     def running_before_the_answer(tasks: EcsTasks, *args: Any, **kwargs: Any) -> str:
         # The task starts and its RUNNING event is handled before the provision step records the task.
         arn = run(tasks, *args, **kwargs)
         offline.wait_task_status(arn, "PENDING")
         detail = offline.aws.ecs.set_task_status(offline.cluster, arn, "RUNNING", agent_status="RUNNING")
+        versions.append(detail["version"])
         lifecycle.on_task_facts(
             session.session_id,
             TaskFacts(task_arn=arn, last_status=TaskStatus.RUNNING, version=detail["version"]),
@@ -168,6 +170,7 @@ def test_the_own_tasks_event_racing_the_run_task_answer_is_not_lost(
 
     current = offline.store.require(session.session_id)
     assert current.task_arn and (current.status, current.task_status) == (Status.STARTING, "RUNNING")
+    assert [current.last_event_version] == versions, "DescribeTasks reports the task's version, as events do"
     assert [(kind, token) for kind, token, _ in callbacks.answers] == [("success", "token-1")]
     lifecycle.request_stop(session.session_id, "user")
     lifecycle.stop(session.session_id, "token-2")
