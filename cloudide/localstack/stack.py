@@ -31,6 +31,7 @@ from cloudide.localstack.rest_api import (
     INTEGRATION_TIMEOUT_S,
     LocalRestApi,
     RestApiServer,
+    gateway_responses_from_template,
     routes_from_template,
 )
 from cloudide.localstack.runner import LocalTaskRunner
@@ -277,8 +278,8 @@ class LocalStack:
             payload = json.loads(response["Payload"].read() or b"null")
             return payload, "FunctionError" in response
 
-        origin = stack.parameters.get("CorsAllowOrigin", "").strip("'")
-        return LocalRestApi(routes, functions, invoke, cors_headers={"Access-Control-Allow-Origin": origin})
+        responses = gateway_responses_from_template(stack.template, stack.parameters)
+        return LocalRestApi(routes, functions, invoke, gateway_responses=responses)
 
     def _exec_session(self, cluster_arn: str, task_arn: str, command: str) -> dict[str, str]:
         """ExecuteCommand on the local AWS: a data channel to ``command`` inside the task's sandbox."""
