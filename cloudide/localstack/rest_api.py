@@ -480,6 +480,12 @@ class RestApiServer:
     _server: _Server | None = None
     _thread: threading.Thread | None = None
 
+    def __enter__(self) -> RestApiServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def start(self) -> RestApiServer:
         self._server = _Server((self.host, self.port), self.api)
         self.port = int(self._server.server_address[1])

@@ -320,8 +320,5 @@ def rest_api_in_front_of(deployment: Deployment, origin: str) -> Iterator[str]:
         gateway_responses_from_template(template, parameters),
     )
     rest_api.ready.set()
-    server = RestApiServer(rest_api, port=0).start()
-    try:
+    with RestApiServer(rest_api, port=0) as server:
         yield server.url
-    finally:
-        server.close()

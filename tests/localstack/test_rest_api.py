@@ -51,11 +51,8 @@ def template_responses() -> dict[str, GatewayResponse]:
 @contextmanager
 def serving(rest_api: LocalRestApi) -> Iterator[str]:
     rest_api.ready.set()
-    server = RestApiServer(rest_api, port=0).start()
-    try:
+    with RestApiServer(rest_api, port=0) as server:
         yield server.url
-    finally:
-        server.close()
 
 
 class Recorder:

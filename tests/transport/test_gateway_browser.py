@@ -94,18 +94,3 @@ def test_in_chromium_the_terminal_looks_like_one_under_the_pages_content_securit
             assert await page.evaluate(favicon) == "200 image/svg+xml"
 
     run(scenario(), timeout_s=60)
-
-
-def test_in_chromium_without_an_api_the_page_asks_for_a_session_and_token_once() -> None:
-    chromium = require_tool("chromium", "the gateway's page is tested in a headless browser")
-    require_xterm()
-
-    async def scenario() -> None:
-        async with running_gateway() as (gateway, _), Browser(chromium) as browser:
-            page = await browser.new_page(f"{gateway.url}/")
-            await page.wait_for("!document.getElementById('login').hidden")
-            visible = "[...document.querySelectorAll('input[name=token]')].filter(i => i.offsetParent).length"
-            assert await page.evaluate(visible) == 1
-            assert await page.evaluate("window.cspViolations") == []
-
-    run(scenario(), timeout_s=60)
