@@ -46,7 +46,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the session ends")
     _common(logs, _print_logs)
 
-    files = subparsers.add_parser("files", help="a session's workspace as stored in S3 (what its next start pulls)")
+    files = subparsers.add_parser(
+        "files", help="a session's workspace as stored in S3 (what its next start pulls)"
+    )
     files.add_argument("session_id", metavar="SESSION")
     _common(files, _list_files)
 
