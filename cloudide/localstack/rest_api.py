@@ -49,7 +49,8 @@ API_ID = "local"
 STAGE = "local"
 
 Invoke = Callable[[str, dict[str, Any]], tuple[dict[str, Any] | None, bool]]
-"""``(function physical name, event) -> (payload, function errored)``: Lambda's synchronous Invoke."""
+"""``(function physical name, event) -> (payload, function errored)``: Lambda's synchronous Invoke; raises
+TimeoutError when the function has not answered within the integration timeout."""
 
 
 class TemplateError(ValueError):
@@ -231,7 +232,7 @@ DEFAULT_STATUS = {
     "UNAUTHORIZED": 401,
     "BAD_REQUEST_BODY": 400,
     "REQUEST_TOO_LARGE": 413,
-    "INTEGRATION_FAILURE": 504,
+    "INTEGRATION_TIMEOUT": 504,
     "DEFAULT_5XX": 502,  # a failed or malformed Lambda proxy answer
     "DEFAULT_4XX": 400,
 }
@@ -250,6 +251,7 @@ class GatewayError:
 UNKNOWN_ROUTE = GatewayError("MISSING_AUTHENTICATION_TOKEN", "Missing Authentication Token")
 UNAUTHORIZED = GatewayError("UNAUTHORIZED", "Unauthorized")
 TOO_LARGE = GatewayError("REQUEST_TOO_LARGE", "Request Too Long")
+TIMED_OUT = GatewayError("INTEGRATION_TIMEOUT", "Endpoint request timed out")
 FUNCTION_FAILED = GatewayError("DEFAULT_5XX", "Internal server error")
 
 
@@ -354,7 +356,11 @@ class LocalRestApi:
             request_id=str(uuid.uuid4()),
             request_time_epoch_ms=int(time.time() * 1000),
         )
-        payload, errored = self.invoke(self.functions[route.function], event)
+        try:
+            payload, errored = self.invoke(self.functions[route.function], event)
+        except TimeoutError:
+            logger.error("function %s did not answer within %.0f s", route.function, INTEGRATION_TIMEOUT_S)
+            return self.refuse(TIMED_OUT)
         if errored or not isinstance(payload, dict) or "statusCode" not in payload:
             logger.error("function %s failed or answered badly: %s", route.function, payload)
             return self.refuse(FUNCTION_FAILED)

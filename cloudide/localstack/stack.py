@@ -25,6 +25,7 @@ from typing import Any
 from unittest import mock
 
 from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
 
 from cloudide.localstack.persistence import Persistence
 from cloudide.localstack.rest_api import (
@@ -274,7 +275,10 @@ class LocalStack:
         )
 
         def invoke(function: str, event: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-            response = lambda_client.invoke(FunctionName=function, Payload=json.dumps(event).encode())
+            try:
+                response = lambda_client.invoke(FunctionName=function, Payload=json.dumps(event).encode())
+            except ReadTimeoutError as error:
+                raise TimeoutError(str(error)) from error
             payload = json.loads(response["Payload"].read() or b"null")
             return payload, "FunctionError" in response
 

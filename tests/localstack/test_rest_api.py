@@ -64,9 +64,12 @@ class Recorder:
             "body": '{"ok": true}',
         }
         self.errored = False
+        self.times_out = False
 
     def __call__(self, function: str, event: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
         self.events.append({"function": function, **event})
+        if self.times_out:
+            raise TimeoutError("no answer within the integration timeout")
         return self.answer, self.errored
 
 
@@ -169,9 +172,22 @@ def test_cors_preflight_answers_from_the_template(api: str) -> None:
 def test_a_failing_function_is_a_502_not_a_hang(api: str, recorder: Recorder) -> None:
     recorder.answer, recorder.errored = {"errorType": "KeyError", "errorMessage": "boom"}, True
 
-    status, _, body = call(api, "GET", "/sessions", headers=ME)
+    status, headers, body = call(api, "GET", "/sessions", headers=ME)
 
-    assert (status, body["message"]) == (502, "Internal server error")
+    assert (status, body, headers["Access-Control-Allow-Origin"]) == (
+        502,
+        {"code": "InternalError", "message": "Internal server error"},
+        ORIGIN,
+    )
+
+
+@pytest.mark.stand_in_rule("apigw-integration-timeout")
+def test_a_function_that_does_not_answer_in_time_is_api_gateways_504(api: str, recorder: Recorder) -> None:
+    recorder.times_out = True
+
+    status, headers, body = call(api, "GET", "/sessions", headers=ME)
+
+    assert (status, body["code"], headers["Access-Control-Allow-Origin"]) == (504, "Unavailable", ORIGIN)
 
 
 def test_health_says_starting_until_the_stack_is_ready(recorder: Recorder) -> None:
