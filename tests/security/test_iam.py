@@ -122,8 +122,11 @@ def test_pass_role_only_the_two_task_roles_only_to_ecs() -> None:
 
 
 def test_execute_command_only_for_the_api_on_this_clusters_session_tasks() -> None:
-    [statement] = granting("ecs:ExecuteCommand")
-    assert statement.owner == "ApiFunctionRole"
+    # ExecuteCommand authorizes the task and its cluster: one statement each (tests/security/iam_calls.py).
+    statement, cluster = granting("ecs:ExecuteCommand")
+    assert statement.owner == cluster.owner == "ApiFunctionRole"
+    assert cluster.resources == ({"Fn::GetAtt": ["Cluster", "Arn"]},)
+    assert cluster.condition == {"StringEquals": {"ecs:container-name": "terminal"}}
     assert statement.resources == (CLUSTER_TASKS,)
     assert statement.condition["ArnEquals"] == IN_CLUSTER["ArnEquals"]
     assert statement.condition["StringEquals"] == {"ecs:container-name": "terminal"}
