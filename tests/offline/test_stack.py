@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from cloudide.offline import preflight
 from cloudide.offline.ecs import CAPACITY_UNAVAILABLE
@@ -202,3 +203,37 @@ def test_reserved_concurrency_is_refused_on_a_new_accounts_quota() -> None:
             stack_name="reserved",
             session=offline.session(),
         )
+
+
+def _run_on(offline: OfflineAws, architecture: str, provider: str) -> dict:
+    ecs = offline.client("ecs")
+    ecs.create_cluster(clusterName="c")
+    family = f"t-{architecture.lower()}"
+    ecs.register_task_definition(
+        family=family,
+        containerDefinitions=[{"name": "c", "image": "i"}],
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="256",
+        memory="512",
+        runtimePlatform={"cpuArchitecture": architecture, "operatingSystemFamily": "LINUX"},
+    )
+    subnet = offline.client("ec2").describe_subnets()["Subnets"][0]["SubnetId"]
+    return ecs.run_task(
+        cluster="c",
+        taskDefinition=family,
+        capacityProviderStrategy=[{"capacityProvider": provider, "weight": 1}],
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet]}},
+    )
+
+
+@pytest.mark.stand_in_rule("fargate-spot-runs-only-x86")
+def test_run_task_refuses_arm64_on_fargate_spot() -> None:
+    with OfflineAws() as offline:
+        with pytest.raises(ClientError, match="FARGATE_SPOT capacity provider") as refused:
+            _run_on(offline, "ARM64", "FARGATE_SPOT")
+        assert refused.value.response["Error"]["Code"] == "ClientException"
+        assert (
+            _run_on(offline, "X86_64", "FARGATE_SPOT")["tasks"][0]["capacityProviderName"] == "FARGATE_SPOT"
+        )
+        assert _run_on(offline, "ARM64", "FARGATE")["tasks"]
