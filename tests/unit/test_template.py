@@ -49,11 +49,16 @@ def test_workflow_definition_passes_cfn_lint_once_inlined(tmp_path: Path) -> Non
     assert "Definition" in definition or "DefinitionString" in definition
 
 
-def _refusal(region: str = "us-east-1", **parameters: str) -> str | None:
+NEW_ACCOUNT = preflight.Account()
+
+
+def _refusal(
+    region: str = "us-east-1", account: preflight.Account = NEW_ACCOUNT, **parameters: str
+) -> str | None:
     translated = sam.translate(ROOT / "template.yaml", parameters={"TerminalImageUri": "x"}, region=region)
     values = sam.parameter_values(translated.template, {"TerminalImageUri": "x", **parameters}, region)
     try:
-        preflight.check(translated.template, values, preflight.Account())
+        preflight.check(translated.template, values, account)
     except preflight.DeployRefused as refused:
         return str(refused)
     return None
@@ -89,3 +94,12 @@ def test_subnets_take_the_az_ids_when_given() -> None:
             ]
         }
         assert properties["AvailabilityZone"]["Fn::If"][0] == "HasAzIds"
+
+
+def test_reserved_concurrency_needs_a_quota_of_171() -> None:
+    # 71 reserved, and Lambda keeps 100 unreserved.
+    assert (
+        _refusal(account=preflight.Account(lambda_concurrency_quota=171), ReserveConcurrency="true") is None
+    )
+    refusal = _refusal(account=preflight.Account(lambda_concurrency_quota=170), ReserveConcurrency="true")
+    assert "minimum value of [100]" in str(refusal)
