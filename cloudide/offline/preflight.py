@@ -41,8 +41,9 @@ class Account:
 
 
 class Intrinsics:
-    """Evaluates the condition functions (`Fn::Equals/And/Or/Not/If`, `Condition`) and the rule
-    functions (`Fn::Contains`, `Fn::EachMemberEquals`, `Fn::EachMemberIn`) over parameter values, the way CloudFormation does for `Conditions` and `Rules`."""
+    """Evaluates the condition functions (`Fn::Equals/And/Or/Not/If`, `Condition`), the rule functions
+    (`Fn::Contains`, `Fn::EachMemberEquals`, `Fn::EachMemberIn`) and `Fn::Join`/`Fn::Select` over
+    parameter values, the way CloudFormation does for `Conditions` and `Rules`."""
 
     def __init__(self, template: Mapping[str, Any], parameters: Mapping[str, Any]) -> None:
         specs = template.get("Parameters", {})
@@ -116,10 +117,10 @@ class Intrinsics:
 
 
 def _typed(spec: Mapping[str, Any], value: Any) -> Any:
-    """List-typed parameters are lists to the rule functions, as CloudFormation passes them."""
+    """List-typed parameters are lists to the functions, as CloudFormation passes them ("" is [""])."""
     kind = str(spec.get("Type", "String"))
     if isinstance(value, str) and (kind == "CommaDelimitedList" or kind.startswith("List<")):
-        return [item.strip() for item in value.split(",")] if value else []
+        return [item.strip() for item in value.split(",")]
     return value
 
 
