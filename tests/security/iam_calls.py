@@ -11,7 +11,9 @@ For each call, every resource type the SAR marks as required for the action must
 statement of the role (action pattern, a resource pattern that can name a resource of that type), each
 condition key of that statement must be one the action supports (or a global `aws:` key), and a
 resource-tag condition must be satisfiable by the template's resource of that type (a cluster the
-template does not tag cannot pass `aws:ResourceTag/session-id`).
+template does not tag cannot pass `aws:ResourceTag/session-id`). Resources are matched by type, not by
+name: which table or task a call names is runtime data, so a grant on the wrong table of the right type
+passes here; tests/security/test_iam.py pins the dangerous grants to exact resources.
 """
 
 from __future__ import annotations
@@ -112,11 +114,14 @@ def _module(name: str) -> ast.Module | None:
 def _imports(module: str) -> dict[str, str]:
     """Local name -> dotted module path of what `module` imports from packages."""
     tree = _module(module)
+    spec = importlib.util.find_spec(module)
+    package = module if spec and spec.submodule_search_locations else module.rpartition(".")[0]
     names: dict[str, str] = {}
     for node in ast.walk(tree) if tree else ():
-        if isinstance(node, ast.ImportFrom) and node.module:
+        if isinstance(node, ast.ImportFrom) and (node.module or node.level):
+            source = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
             for alias in node.names:
-                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                names[alias.asname or alias.name] = f"{source}.{alias.name}"
     return names
 
 
@@ -127,7 +132,8 @@ def _definition(dotted: str) -> tuple[str, ast.AST] | None:
     for node in tree.body if tree else ():
         if isinstance(node, ast.ClassDef | ast.FunctionDef) and node.name == name:
             return module, node
-    return None
+    reexported = _imports(module).get(name) if tree else None  # a package's `from .x import Name`
+    return _definition(reexported) if reexported and reexported != dotted else None
 
 
 Type = tuple[str, str]  # ("class", "module.Class") | ("client", "ecs") | ("table", "dynamodb")
@@ -213,8 +219,9 @@ def _class_attributes(qualified: str) -> dict[str, Type]:
         local = _parameter_types(scope, method)
         if method.name == "__init__":
             local |= _HINTS.get(qualified, {})
-        for node in ast.walk(method):
-            scope.bind(node, local, attributes)
+        for _ in range(2):  # an assignment may come before, in walk order, the one it reads
+            for node in ast.walk(method):
+                scope.bind(node, local, attributes)
     return attributes
 
 
@@ -551,3 +558,7 @@ def render(checked: list[CheckedCall]) -> str:
         lines.append(f"{item.principal}: {item.call.action} ({item.call.source}): {allowed}")
         lines += [f"    DENIED: {p}" for p in item.problems]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m tests.security.iam_calls: the listing, role by role
+    print(render(report()))

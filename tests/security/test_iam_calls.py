@@ -1,5 +1,6 @@
 """Every AWS call each role's code makes is allowed by that role, by the Service Authorization Reference's
-own account of what the call needs (tests/security/iam_calls.py). The report lists, per role, each call,
+own account of what the call needs (tests/security/iam_calls.py). The report (`python -m
+tests.security.iam_calls`, or `pytest -s` here) lists, per role, each call,
 where the code makes it, and the statement that allows each resource it needs."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def test_every_call_each_role_makes_is_allowed_by_its_statements() -> None:
     [
         ("ApiFunctionRole", "ecs:ExecuteCommand"),
         ("ApiFunctionRole", "states:StartExecution"),
+        ("ApiFunctionRole", "dynamodb:DeleteItem"),  # only Powertools' idempotency layer deletes
         ("WorkflowFunctionRole", "ecs:RunTask"),
         ("WorkflowFunctionRole", "iam:PassRole"),  # RunTask's dependent action (SAR)
         ("TaskEventsFunctionRole", "states:SendTaskSuccess"),  # dispatched through getattr
