@@ -15,8 +15,6 @@ from sessions.record import Status, WaitingFor
 
 from tests.api.conftest import TASK_EVENTS_FUNCTION, WORKFLOW_FUNCTION, Deployment
 from tests.api.test_sample_events import OWNER, SESSION_ID, TASK_ARN, load
-from tests.security.iam_policies import statements
-from tests.security.test_iam import CLUSTER_TASKS, IN_CLUSTER
 
 STRAY_ARN = TASK_ARN.rsplit("/", 1)[0] + "/9a8b7c6d5e4f40312a1b2c3d4e5f6071"
 
@@ -97,9 +95,3 @@ def test_a_stray_task_is_stopped_counted_once_and_never_applied(
     assert metric_count(output(capsys), "StrayTasksStopped") == 1
     stopped = [r for r in caplog.records if r.getMessage().startswith("stopped a stray task")]
     assert [r.session_task_arn for r in stopped] == [own.task_arn]  # type: ignore[attr-defined]
-
-
-def test_the_handler_may_stop_this_clusters_tasks_and_no_others() -> None:
-    """The offline Lambda does not enforce IAM: without this grant AWS would refuse the stray's StopTask."""
-    [grant] = [s for s in statements() if s.owner == "TaskEventsFunctionRole" and "ecs:StopTask" in s.actions]
-    assert grant.resources == (CLUSTER_TASKS,) and grant.condition == IN_CLUSTER

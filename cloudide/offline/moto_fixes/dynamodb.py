@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,8 @@ def fix_dynamodb_atomic_items() -> None:
     concurrent conditional writes to one item can both pass their condition, or one can undo the other
     (a lost update), and a read can see a half-applied update. On AWS every item write is atomic and
     conditions are checked atomically with it, which is what the session record's conditional writes
-    rely on. This serialises the backend's item operations. Delete when moto locks item writes."""
+    rely on. This serialises the backend's item operations and answers each with a snapshot, so a read
+    never sees a write half-applied. Delete when moto locks item writes."""
     from moto.dynamodb.models import DynamoDBBackend
 
     for name in _DYNAMODB_OPERATIONS:
@@ -31,7 +33,9 @@ def fix_dynamodb_atomic_items() -> None:
 
         def locked(*args: Any, __original: Callable[..., Any] = original, **kwargs: Any) -> Any:
             with _DYNAMODB_LOCK:
-                return __original(*args, **kwargs)
+                # A copy: moto serialises the answer after the call returns, and the live item may be
+                # changing by then ("dictionary changed size during iteration" under the soak).
+                return copy.deepcopy(__original(*args, **kwargs))
 
         locked._cloudide_fix = True  # type: ignore[attr-defined]
         setattr(DynamoDBBackend, name, locked)
