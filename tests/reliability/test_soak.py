@@ -7,25 +7,18 @@ The test soaks SOAK_TEST_SESSIONS sessions to stay within the suite's time budge
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from bench.reliability import FAULT_WEIGHTS, SOAK_GRACE_SECONDS, soak
-from cloudide.offline import faults
-from cloudide.offline.stack import OfflineAws
-from tests.workflow.conftest import ROOT, Offline
+from tests.workflow.conftest import Offline
 
 SOAK_TEST_SESSIONS = 60
 
 
 @pytest.fixture(scope="module")
-def offline_stack() -> Iterator[OfflineAws]:
+def stack_parameters() -> dict[str, str]:
     """The workflow tests' stack with the soak's grace period (bench.reliability.SOAK_GRACE_SECONDS)."""
-    parameters = {"TerminalImageUri": "local/terminal:dev", "ReconcilerGraceSeconds": str(SOAK_GRACE_SECONDS)}
-    with OfflineAws(ROOT / "template.yaml", parameters=parameters) as aws:
-        faults.install()
-        yield aws
+    return {"TerminalImageUri": "local/terminal:dev", "ReconcilerGraceSeconds": str(SOAK_GRACE_SECONDS)}
 
 
 def test_soak_with_seeded_faults_leaves_nothing_behind(offline: Offline) -> None:
