@@ -34,6 +34,7 @@ from cloudide.transport.sessions_api import (
     ACTIVITY_INTERVAL_S,
     ActivityReport,
     ActivityReporter,
+    MalformedToken,
     SessionsApi,
 )
 
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
         connect, report_activity = endpoints_from_args(args)
-    except ValueError as error:
+    except (ValueError, MalformedToken) as error:
         print(f"cloudide attach: {error}", file=sys.stderr)
         return 2
     return asyncio.run(

@@ -61,6 +61,7 @@ from cloudide.transport.gateway_hub import (
     run_viewer,
 )
 from cloudide.transport.sessions_api import (
+    BEARER_TOKEN_PATTERN,
     UNAVAILABLE_CLOSE_CODE,
     ActivityFactory,
     ApiRejected,
@@ -80,7 +81,7 @@ Size = Annotated[int, Field(ge=1, le=1000)]
 
 class AuthMessage(BaseModel):
     type: Literal["auth"]
-    token: str = Field(min_length=1, max_length=16384)
+    token: str = Field(min_length=1, max_length=16384, pattern=BEARER_TOKEN_PATTERN)
     mode: Literal["read", "write"] = "write"
     rows: Size = 24
     cols: Size = 80
@@ -279,7 +280,14 @@ class Gateway:
             if not isinstance(first, str):
                 raise ValueError("binary")
             return AuthMessage.model_validate_json(first)
-        except (ValueError, ValidationError):
+        except ValidationError as error:
+            # Name the field, never echo its value: the value may be (part of) a bearer token.
+            fields = sorted({".".join(map(str, e["loc"])) or "message" for e in error.errors()})
+            await websocket.close(
+                CLOSE_BAD_MESSAGE, _close_reason(f"malformed auth message: {', '.join(fields)}")
+            )
+            return None
+        except ValueError:
             await websocket.close(CLOSE_BAD_MESSAGE, 'first message must be {"type":"auth","token":...}')
             return None
 

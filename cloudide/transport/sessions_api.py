@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +37,10 @@ ConnectorFactory = Callable[[str, str], Connector]
 ActivityReport = Callable[[], Awaitable[None]]
 ActivityFactory = Callable[[str, str], ActivityReport]
 """``(session_id, bearer_token) -> report``: each call tells the API the session is in use."""
+
+BEARER_TOKEN_PATTERN = r"^[!-~]+$"
+"""What can travel in an ``Authorization`` header: visible ASCII, no space, no CR/LF or other control
+character. Anything else is refused before it is sent anywhere, retried, or written to a log."""
 
 # WebSocket close code for failures retrying might fix (4000-4999 are for applications).
 UNAVAILABLE_CLOSE_CODE = 4502
@@ -65,6 +70,13 @@ class ApiRejected(TransportError):
         return 4000 + self.status
 
 
+class MalformedToken(TransportError):
+    """The bearer token cannot be a token (see :data:`BEARER_TOKEN_PATTERN`); says so without echoing it."""
+
+    def __init__(self) -> None:
+        super().__init__("the bearer token must be visible ASCII without spaces or line breaks")
+
+
 class ApiUnavailable(ConnectionError):
     """The API could not be reached or answered unusably (5xx, 429, bad JSON); worth retrying."""
 
@@ -78,6 +90,7 @@ class SessionsApi:
 
     def connector(self, session_id: str, bearer_token: str) -> Connector:
         """``POST /sessions/{id}/connect``: fresh exec credentials for each new data channel."""
+        check_token(bearer_token)
         url = self._url(session_id, "connect")
 
         async def connect() -> ExecCredentials:
@@ -93,6 +106,7 @@ class SessionsApi:
 
     def activity(self, session_id: str, bearer_token: str) -> ActivityReport:
         """``POST /sessions/{id}/activity``: the session is in use, so its idle deadline moves."""
+        check_token(bearer_token)
         url = self._url(session_id, "activity")
 
         async def report() -> None:
@@ -149,6 +163,12 @@ class ActivityReporter:
                 self.reports += 1
             except (ApiRejected, ApiUnavailable) as error:
                 logger.warning("activity report failed", extra={"error": str(error)})
+
+
+def check_token(bearer_token: str) -> None:
+    """Raise :class:`MalformedToken` for what no API would accept as a bearer token."""
+    if not re.fullmatch(BEARER_TOKEN_PATTERN, bearer_token):
+        raise MalformedToken()
 
 
 def _post(url: str, bearer_token: str, timeout_s: float, call: str) -> Any:

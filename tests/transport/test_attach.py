@@ -132,7 +132,9 @@ def test_attach_types_resizes_reconnects_exits_and_restores_the_terminal(
 
     # Then keystrokes reach the remote shell, raw (Ctrl-C interrupts the remote command, not attach)
     _remote(outer_shell, "echo $((6 * 7))-answer", "42-answer")
-    outer_shell.send("sleep 30\r")
+    # (the marker is computed by the remote shell, so it proves the line was read and is running: a
+    # Ctrl-C typed before that would be flushed with the unread line and interrupt nothing)
+    _remote(outer_shell, "echo sleeping-$((2 + 3)); sleep 30", "sleeping-5")
     outer_shell.send("\x03")
     outer_shell.expect_exact("remote$ ")
     _remote(outer_shell, "echo still-$((1 + 1))", "still-2")

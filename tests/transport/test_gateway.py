@@ -357,3 +357,36 @@ def test_a_page_reload_reuses_the_upstream_and_an_unwatched_session_is_let_go() 
             await eventually(lambda: gateway.hub("s-1") is None, timeout_s=5)
 
     run(scenario())
+
+
+@pytest.mark.parametrize("token", ["alice\r\nX-Injected: 1", "alice bob", "tab\there", "\x00"])
+def test_a_malformed_token_is_refused_at_once_and_never_logged_or_echoed(
+    token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[tuple[str, str]] = []
+    secret = token.split()[0] if token.split() else token
+
+    async def scenario() -> None:
+        async with (
+            running_gateway(lambda peer: peer_factory(peer, calls=calls)) as (gateway, _),
+            FakeBrowser.open(gateway, token=token) as browser,
+        ):
+            code, reason = await browser.closed()
+            assert code == 4400
+            assert reason == "malformed auth message: token"
+            assert secret not in (reason or "")
+
+    caplog.set_level("INFO")  # as the gateway runs; websockets' own DEBUG frame dumps are not ours
+    caplog.set_level("DEBUG", logger="cloudide")
+    run(scenario())
+    assert calls == []  # refused before any connect call, so nothing was retried
+    assert secret not in caplog.text
+
+
+def test_a_malformed_token_never_leaves_the_client() -> None:
+    from cloudide.transport.sessions_api import MalformedToken, SessionsApi
+
+    api = SessionsApi("http://127.0.0.1:9/v1")
+    with pytest.raises(MalformedToken) as raised:
+        api.connector("s-1", "secret\r\nX-Injected: 1")
+    assert "secret" not in str(raised.value)
