@@ -89,18 +89,29 @@ class SessionsApi:
         self._timeout_s = timeout_s
 
     def connector(self, session_id: str, bearer_token: str) -> Connector:
-        """``POST /sessions/{id}/connect``: fresh exec credentials for each new data channel."""
+        """``POST /sessions/{id}/connect``: fresh exec credentials for each new data channel.
+
+        A connector is called again only to replace its data channel, so every call after the first
+        names the exec session it supersedes (``replaces``) and the API terminates it. Otherwise each
+        reconnect would leave one behind until ECS Exec's idle timeout, and the exec agent runs only
+        two sessions per container: a third reconnect would get no shell.
+        """
         check_token(bearer_token)
         url = self._url(session_id, "connect")
+        previous: str | None = None
 
         async def connect() -> ExecCredentials:
-            body = await asyncio.to_thread(_post, url, bearer_token, self._timeout_s, "connect")
+            nonlocal previous
+            request = {"replaces": previous} if previous else {}
+            body = await asyncio.to_thread(_post, url, bearer_token, self._timeout_s, "connect", request)
             if not isinstance(body, dict):
                 raise ApiUnavailable("API answered connect with JSON that is not an object")
             try:
-                return ExecCredentials.from_json(body)
+                credentials = ExecCredentials.from_json(body)
             except ValueError as error:
                 raise ApiUnavailable(str(error)) from None
+            previous = credentials.session_id
+            return credentials
 
         return connect
 
@@ -110,7 +121,7 @@ class SessionsApi:
         url = self._url(session_id, "activity")
 
         async def report() -> None:
-            await asyncio.to_thread(_post, url, bearer_token, self._timeout_s, "activity")
+            await asyncio.to_thread(_post, url, bearer_token, self._timeout_s, "activity", {})
 
         return report
 
@@ -171,12 +182,12 @@ def check_token(bearer_token: str) -> None:
         raise MalformedToken()
 
 
-def _post(url: str, bearer_token: str, timeout_s: float, call: str) -> Any:
-    """POST ``{}`` and return the JSON answer (None for an empty one), mapping failures as above."""
+def _post(url: str, bearer_token: str, timeout_s: float, call: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` and return the JSON answer (None for an empty one), mapping failures as above."""
     request = urllib.request.Request(
         url,
         method="POST",
-        data=b"{}",
+        data=json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {bearer_token}", "Content-Type": "application/json"},
     )
     try:

@@ -34,6 +34,7 @@ class PeerThread:
         self.loop = asyncio.new_event_loop()
         self.peer = LocalPeer()
         self.connects = 0
+        self.replaced: list[str] = []
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> PeerThread:
@@ -80,6 +81,10 @@ def api(peer: PeerThread) -> Iterator[str]:
             return 401, {"message": "Unauthorized"}
         if request.path != f"/v1/sessions/{SESSION_ID}/connect":
             return 404, {"message": "no such session"}
+        replaces = (request.body or {}).get("replaces")
+        if replaces:
+            peer.replaced.append(replaces)
+            peer.peer.terminate(replaces)  # as the API calls ssm:TerminateSession
         return 200, peer.new_session()
 
     with stub_api(answer) as (url, _):
@@ -156,6 +161,29 @@ def test_attach_types_resizes_reconnects_exits_and_restores_the_terminal(
     outer_shell.expect_exact("status-0")
     outer_shell.expect_exact("outer$ ")
     assert _stty_settings(outer_shell) == before
+
+
+def test_a_reconnect_storm_ends_each_superseded_exec_session_so_the_shell_keeps_coming_back(
+    outer_shell: pexpect.spawn, peer: PeerThread, api: str
+) -> None:
+    # The exec agent runs two sessions per container, and a dropped one lingers until it times out:
+    # each reconnect has to end the session it replaces, or the third gets no shell.
+    outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
+    outer_shell.expect_exact("remote$ ")
+
+    for round_ in range(1, 5):
+        assert peer.cut() == 1
+        _remote(outer_shell, f"echo round-$(({round_} * 11))", f"round-{round_ * 11}")
+
+    assert peer.connects == 5
+    assert len(peer.replaced) == 4
+    assert len(peer.call(_live(peer.peer))) == 1
+    outer_shell.send("exit\r")
+    outer_shell.expect_exact("outer$ ")
+
+
+async def _live(peer: LocalPeer) -> list[str]:
+    return peer.live_sessions()
 
 
 def test_attach_with_a_raw_stream_url_and_token(outer_shell: pexpect.spawn, peer: PeerThread) -> None:
