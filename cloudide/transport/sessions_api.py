@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 ConnectorFactory = Callable[[str, str], Connector]
 """``(session_id, bearer_token) -> Connector``: each call of the connector yields fresh credentials."""
 
+AccessCheck = Callable[[], Awaitable[None]]
+AccessCheckFactory = Callable[[str, str], AccessCheck]
+"""``(session_id, bearer_token) -> check``: raises :class:`ApiRejected` unless the token may use the session."""
+
 ActivityReport = Callable[[], Awaitable[None]]
 ActivityFactory = Callable[[str, str], ActivityReport]
 """``(session_id, bearer_token) -> report``: each call tells the API the session is in use."""
@@ -103,7 +107,9 @@ class SessionsApi:
         async def connect() -> ExecCredentials:
             nonlocal previous
             request = {"replaces": previous} if previous else {}
-            body = await asyncio.to_thread(_post, url, bearer_token, self._timeout_s, "connect", request)
+            body = await asyncio.to_thread(
+                _call, "POST", url, bearer_token, self._timeout_s, "connect", request
+            )
             if not isinstance(body, dict):
                 raise ApiUnavailable("API answered connect with JSON that is not an object")
             try:
@@ -115,18 +121,30 @@ class SessionsApi:
 
         return connect
 
+    def access_check(self, session_id: str, bearer_token: str) -> AccessCheck:
+        """``GET /sessions/{id}``: is this token allowed on the session? Opens no exec session, unlike
+        connect, so a viewer joining a terminal the gateway already relays costs the task nothing."""
+        check_token(bearer_token)
+        url = self._url(session_id)
+
+        async def check() -> None:
+            await asyncio.to_thread(_call, "GET", url, bearer_token, self._timeout_s, "read", None)
+
+        return check
+
     def activity(self, session_id: str, bearer_token: str) -> ActivityReport:
         """``POST /sessions/{id}/activity``: the session is in use, so its idle deadline moves."""
         check_token(bearer_token)
         url = self._url(session_id, "activity")
 
         async def report() -> None:
-            await asyncio.to_thread(_post, url, bearer_token, self._timeout_s, "activity", {})
+            await asyncio.to_thread(_call, "POST", url, bearer_token, self._timeout_s, "activity", {})
 
         return report
 
-    def _url(self, session_id: str, action: str) -> str:
-        return f"{self._base}/sessions/{urllib.parse.quote(session_id, safe='')}/{action}"
+    def _url(self, session_id: str, action: str = "") -> str:
+        url = f"{self._base}/sessions/{urllib.parse.quote(session_id, safe='')}"
+        return f"{url}/{action}" if action else url
 
 
 class ActivityReporter:
@@ -182,12 +200,14 @@ def check_token(bearer_token: str) -> None:
         raise MalformedToken()
 
 
-def _post(url: str, bearer_token: str, timeout_s: float, call: str, body: dict[str, Any]) -> Any:
-    """POST ``body`` and return the JSON answer (None for an empty one), mapping failures as above."""
+def _call(
+    method: str, url: str, bearer_token: str, timeout_s: float, call: str, body: dict[str, Any] | None
+) -> Any:
+    """Send ``body`` (if any) and return the JSON answer (None for an empty one), mapping failures as above."""
     request = urllib.request.Request(
         url,
-        method="POST",
-        data=json.dumps(body).encode(),
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {bearer_token}", "Content-Type": "application/json"},
     )
     try:

@@ -36,6 +36,36 @@ def test_connect_posts_with_the_users_bearer_token_and_returns_the_exec_session(
         credentials = _connect(f"{url}/prod/")
     assert credentials == ExecCredentials("ecs-execute-command-1", "wss://example/v1/x", "tv")
     assert requests == [Request("POST", "/prod/sessions/s-1/connect", "Bearer user-token")]
+    assert requests[0].body == {}
+
+
+def test_each_reconnect_names_the_exec_session_it_replaces() -> None:
+    issued = iter(range(1, 10))
+
+    def answer(request: Request) -> Answer:
+        return 200, {**CREDENTIALS, "sessionId": f"ecs-execute-command-{next(issued)}"}
+
+    async def connect_three_times(url: str) -> None:
+        connect = SessionsApi(url, timeout_s=5).connector("s-1", "user-token")
+        for _ in range(3):
+            await connect()
+
+    with stub_api(answer) as (url, requests):
+        asyncio.run(connect_three_times(url))
+    assert [r.body for r in requests] == [
+        {},
+        {"replaces": "ecs-execute-command-1"},
+        {"replaces": "ecs-execute-command-2"},
+    ]
+
+
+def test_an_access_check_reads_the_session_and_opens_no_exec_session() -> None:
+    async def check(url: str) -> None:
+        await SessionsApi(url, timeout_s=5).access_check("s-1", "user-token")()
+
+    with stub_api(lambda request: (200, {"sessionId": "s-1"})) as (url, requests):
+        asyncio.run(check(url))
+    assert requests == [Request("GET", "/sessions/s-1", "Bearer user-token")]
 
 
 @pytest.mark.parametrize(
