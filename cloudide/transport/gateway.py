@@ -63,10 +63,10 @@ from cloudide.transport.gateway_hub import (
 from cloudide.transport.sessions_api import (
     BEARER_TOKEN_PATTERN,
     UNAVAILABLE_CLOSE_CODE,
-    AccessCheckFactory,
     ActivityFactory,
     ApiRejected,
     ConnectorFactory,
+    SessionReadFactory,
     SessionsApi,
 )
 
@@ -142,7 +142,7 @@ class Gateway:
         connector_factory: ConnectorFactory,
         *,
         activity_factory: ActivityFactory | None = None,
-        access_check_factory: AccessCheckFactory | None = None,
+        access_check_factory: SessionReadFactory | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         limits: HubLimits | None = None,
@@ -153,7 +153,7 @@ class Gateway:
     ) -> None:
         """``activity_factory``, when given, reports each session's use to the API (normally
         :meth:`SessionsApi.activity`), so the idle watchdog does not stop a session someone is using.
-        ``access_check_factory`` (normally :meth:`SessionsApi.access_check`) vets a viewer joining a
+        ``access_check_factory`` (normally :meth:`SessionsApi.reader`) vets a viewer joining a
         session the gateway already relays; without it a connect call does, which on AWS opens an exec
         session that holds one of the task's two places until it expires.
         ``api_url``, when given, is the REST API the page lists, starts and stops sessions with
@@ -384,7 +384,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
     gateway = await Gateway(
         api.connector,
         activity_factory=api.activity,
-        access_check_factory=api.access_check,
+        access_check_factory=api.reader,
         host=args.host,
         port=args.port,
         node_modules=args.node_modules,

@@ -34,9 +34,9 @@ logger = logging.getLogger(__name__)
 ConnectorFactory = Callable[[str, str], Connector]
 """``(session_id, bearer_token) -> Connector``: each call of the connector yields fresh credentials."""
 
-AccessCheck = Callable[[], Awaitable[None]]
-AccessCheckFactory = Callable[[str, str], AccessCheck]
-"""``(session_id, bearer_token) -> check``: raises :class:`ApiRejected` unless the token may use the session."""
+SessionRead = Callable[[], Awaitable[dict[str, Any]]]
+SessionReadFactory = Callable[[str, str], SessionRead]
+"""``(session_id, bearer_token) -> read``: the session's view; :class:`ApiRejected` unless it is the token's."""
 
 ActivityReport = Callable[[], Awaitable[None]]
 ActivityFactory = Callable[[str, str], ActivityReport]
@@ -121,16 +121,22 @@ class SessionsApi:
 
         return connect
 
-    def access_check(self, session_id: str, bearer_token: str) -> AccessCheck:
-        """``GET /sessions/{id}``: is this token allowed on the session? Opens no exec session, unlike
-        connect, so a viewer joining a terminal the gateway already relays costs the task nothing."""
+    def reader(self, session_id: str, bearer_token: str) -> SessionRead:
+        """``GET /sessions/{id}``: the session as the API shows it to this token (a 4xx if not theirs).
+
+        Opens no exec session, unlike connect, so it is also how the gateway vets a viewer joining a
+        terminal it already relays: that costs the task nothing.
+        """
         check_token(bearer_token)
         url = self._url(session_id)
 
-        async def check() -> None:
-            await asyncio.to_thread(_call, "GET", url, bearer_token, self._timeout_s, "read", None)
+        async def read() -> dict[str, Any]:
+            body = await asyncio.to_thread(_call, "GET", url, bearer_token, self._timeout_s, "read", None)
+            if not isinstance(body, dict):
+                raise ApiUnavailable("API answered read with JSON that is not an object")
+            return body
 
-        return check
+        return read
 
     def activity(self, session_id: str, bearer_token: str) -> ActivityReport:
         """``POST /sessions/{id}/activity``: the session is in use, so its idle deadline moves."""

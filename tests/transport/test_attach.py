@@ -35,6 +35,7 @@ class PeerThread:
         self.peer = LocalPeer()
         self.connects = 0
         self.replaced: list[str] = []
+        self.session_view: dict[str, str] = {"status": "READY"}
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> PeerThread:
@@ -79,6 +80,8 @@ def api(peer: PeerThread) -> Iterator[str]:
     def answer(request: Request) -> Answer:
         if request.authorization != f"Bearer {API_TOKEN}":
             return 401, {"message": "Unauthorized"}
+        if request.method == "GET" and request.path == f"/v1/sessions/{SESSION_ID}":
+            return 200, {"sessionId": SESSION_ID, **peer.session_view}
         if request.path != f"/v1/sessions/{SESSION_ID}/connect":
             return 404, {"message": "no such session"}
         replaces = (request.body or {}).get("replaces")
@@ -156,6 +159,7 @@ def test_attach_types_resizes_reconnects_exits_and_restores_the_terminal(
     # And exiting the remote shell ends attach and gives the terminal back as it was
     outer_shell.send("exit\r")
     outer_shell.expect(r"Exiting session with sessionId: ecs-execute-command-\w+\.")
+    outer_shell.expect_exact(f"Session {SESSION_ID} is READY (the shell exited; the session runs on")
     outer_shell.expect_exact("outer$ ")
     outer_shell.sendline("echo status-$?")
     outer_shell.expect_exact("status-0")
@@ -184,6 +188,45 @@ def test_a_reconnect_storm_ends_each_superseded_exec_session_so_the_shell_keeps_
 
 async def _live(peer: LocalPeer) -> list[str]:
     return peer.live_sessions()
+
+
+def test_when_the_shell_ends_because_the_session_stopped_attach_says_so_and_why(
+    outer_shell: pexpect.spawn, peer: PeerThread, api: str
+) -> None:
+    outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
+    outer_shell.expect_exact("remote$ ")
+    peer.session_view = {"status": "STOPPING", "statusReason": "idle for 30 minutes"}
+
+    outer_shell.send("exit\r")
+
+    outer_shell.expect(r"Exiting session with sessionId: ecs-execute-command-\w+\.")
+    outer_shell.expect_exact(f"Session {SESSION_ID} is STOPPING: idle for 30 minutes")
+    outer_shell.expect_exact("outer$ ")
+
+
+def test_enter_tilde_dot_detaches_and_tilde_tilde_types_one_tilde(
+    outer_shell: pexpect.spawn, peer: PeerThread, api: str
+) -> None:
+    before = _stty_settings(outer_shell)
+    outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
+    outer_shell.expect_exact("remote$ ")
+
+    # A ~ inside a line is typed as it is; at a line's start ~~ types one ~ and ~ before another key both
+    _remote(outer_shell, "echo in~line-$((1 + 1))", "in~line-2")
+    outer_shell.send('read first; read second; echo "got[$first][$second]"\r')
+    outer_shell.send("~~x\r")
+    outer_shell.send("~y\r")
+    outer_shell.expect_exact("got[~x][~y]")
+    outer_shell.expect_exact("remote$ ")
+
+    # Enter then ~. detaches: attach ends at once, successfully, and the terminal is given back
+    outer_shell.send("\r~.")
+    outer_shell.expect_exact("Detached; the shell keeps running.")
+    outer_shell.expect_exact("outer$ ")
+    outer_shell.sendline("echo status-$?")
+    outer_shell.expect_exact("status-0")
+    outer_shell.expect_exact("outer$ ")
+    assert _stty_settings(outer_shell) == before
 
 
 def test_attach_with_a_raw_stream_url_and_token(outer_shell: pexpect.spawn, peer: PeerThread) -> None:
@@ -284,3 +327,30 @@ def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -
     assert status == 0
     assert while_typing >= 1
     assert after_stopping == 0
+
+
+@pytest.mark.parametrize(
+    ("reads", "sent", "detached"),
+    [
+        ([b"~."], b"", True),  # the very start is a line start
+        ([b"ls\r~.", b"never"], b"ls\r", True),
+        ([b"ls\r~", b"."], b"ls\r", True),  # split across reads
+        ([b"ls\n~."], b"ls\n", True),
+        ([b"a~.b"], b"a~.b", False),  # not at a line start
+        ([b"~~.\r"], b"~.\r", False),
+        ([b"~x~."], b"~x~.", False),  # after ~x the line has started
+        ([b"\r~", b"q"], b"\r~q", False),
+    ],
+)
+def test_the_escape_filter_follows_ssh(reads: list[bytes], sent: bytes, detached: bool) -> None:
+    from cloudide.attach import Detached, EscapeFilter
+
+    escape, out, ended = EscapeFilter(), b"", False
+    for data in reads:
+        try:
+            out += escape.feed(data)
+        except Detached as detach:
+            out += detach.before
+            ended = True
+            break
+    assert (out, ended) == (sent, detached)

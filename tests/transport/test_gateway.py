@@ -425,7 +425,7 @@ def test_several_viewers_and_reconnects_stay_within_the_tasks_exec_session_limit
                 api = SessionsApi(url)
                 options: dict[str, Any] = {"limits": HubLimits(linger_s=0.2)}
                 async with (
-                    Gateway(api.connector, access_check_factory=api.access_check, **options) as gateway,
+                    Gateway(api.connector, access_check_factory=api.reader, **options) as gateway,
                     FakeBrowser.open(gateway, token="viewer-1") as one,
                     FakeBrowser.open(gateway, token="viewer-2") as two,
                     FakeBrowser.open(gateway, token="viewer-3", mode="read") as three,

@@ -61,7 +61,7 @@ def test_each_reconnect_names_the_exec_session_it_replaces() -> None:
 
 def test_an_access_check_reads_the_session_and_opens_no_exec_session() -> None:
     async def check(url: str) -> None:
-        await SessionsApi(url, timeout_s=5).access_check("s-1", "user-token")()
+        await SessionsApi(url, timeout_s=5).reader("s-1", "user-token")()
 
     with stub_api(lambda request: (200, {"sessionId": "s-1"})) as (url, requests):
         asyncio.run(check(url))
