@@ -23,6 +23,7 @@ import sys
 import termios
 import tty
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from cloudide.transport.client import (
@@ -123,8 +124,36 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.fileno(),
             report_activity=report_activity,
             read_session=read_session,
+            left_behind=LeftBehind(args.session_id) if args.session_id else None,
         )
     )
+
+
+class LeftBehind:
+    """The exec session a detached (or killed) attach left open, so the next attach ends it.
+
+    Leaving does not end an exec session: it holds one of the task's two places until ECS Exec's idle
+    timeout, and a few detach/attach rounds would leave no place for a shell. The next attach of the
+    same session on this machine names it as the one its first connect replaces.
+    """
+
+    def __init__(self, session_id: str) -> None:
+        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        self._file = state / "cloudide" / "attach" / f"{session_id}.exec"
+
+    def take(self) -> str | None:
+        """The exec session the last attach left, forgotten once read (None if there is none)."""
+        try:
+            exec_session_id = self._file.read_text().strip()
+            self._file.unlink()
+        except OSError:
+            return None
+        return exec_session_id or None
+
+    def leave(self, exec_session_id: str) -> None:
+        with contextlib.suppress(OSError):
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            self._file.write_text(exec_session_id + "\n")
 
 
 def endpoints_from_args(
@@ -148,7 +177,7 @@ def endpoints_from_args(
         raise ValueError("SESSION_ID needs --api and --token (or $CLOUDIDE_API and $CLOUDIDE_TOKEN)")
     api = SessionsApi(args.api, timeout_s=CONNECT_TIMEOUT)
     return (
-        api.connector(args.session_id, args.token),
+        api.connector(args.session_id, args.token, replaces=LeftBehind(args.session_id).take()),
         api.activity(args.session_id, args.token),
         api.reader(args.session_id, args.token),
     )
@@ -177,13 +206,15 @@ async def attach(
     report_activity: ActivityReport | None = None,
     activity_interval_s: float = ACTIVITY_INTERVAL_S,
     read_session: SessionRead | None = None,
+    left_behind: LeftBehind | None = None,
 ) -> int:
     """Relay between the local terminal and the session until the shell exits or the user detaches;
     returns the exit status.
 
     With ``report_activity``, typing and output tell the API the session is in use, so its idle
     watchdog leaves it running (see :class:`ActivityReporter`). With ``read_session``, the end of the
-    shell is followed by what became of the session (still READY, or STOPPING and why).
+    shell is followed by what became of the session (still READY, or STOPPING and why). With
+    ``left_behind``, leaving without the shell ending records the exec session for the next attach.
     """
     rows, cols = _terminal_size(stdout_fd)
     activity = ActivityReporter(report_activity, interval_s=activity_interval_s) if report_activity else None
@@ -198,6 +229,7 @@ async def attach(
         task.add_done_callback(background.discard)
 
     outcome: BaseException | None = None
+    exec_session_id: str | None = None
     with _raw_mode(stdin_fd):
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, main.cancel)
@@ -214,6 +246,7 @@ async def attach(
                         await asyncio.wait({output})  # stdin closed (not a terminal): show output to the end
                     outcome = output.exception() if output.done() else forward.exception()
                 finally:
+                    exec_session_id = terminal.session_id
                     output.cancel()
                     forward.cancel()
                     loop.remove_signal_handler(signal.SIGWINCH)
@@ -224,6 +257,8 @@ async def attach(
         finally:
             for signum in (signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+    if left_behind is not None and exec_session_id and not isinstance(outcome, SessionEnded):
+        left_behind.leave(exec_session_id)
     if isinstance(outcome, Detached):
         _write_all(stdout_fd, b"\r\nDetached; the shell keeps running. Attach again to go on.\r\n")
         return 0

@@ -92,17 +92,18 @@ class SessionsApi:
         self._base = api_url.rstrip("/")
         self._timeout_s = timeout_s
 
-    def connector(self, session_id: str, bearer_token: str) -> Connector:
+    def connector(self, session_id: str, bearer_token: str, *, replaces: str | None = None) -> Connector:
         """``POST /sessions/{id}/connect``: fresh exec credentials for each new data channel.
 
         A connector is called again only to replace its data channel, so every call after the first
         names the exec session it supersedes (``replaces``) and the API terminates it. Otherwise each
         reconnect would leave one behind until ECS Exec's idle timeout, and the exec agent runs only
-        two sessions per container: a third reconnect would get no shell.
+        two sessions per container: a third reconnect would get no shell. ``replaces`` given here is
+        for the first call: an exec session an earlier client left (``cloudide attach`` detached).
         """
         check_token(bearer_token)
         url = self._url(session_id, "connect")
-        previous: str | None = None
+        previous = replaces
 
         async def connect() -> ExecCredentials:
             nonlocal previous

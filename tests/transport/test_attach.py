@@ -35,6 +35,7 @@ class PeerThread:
         self.peer = LocalPeer()
         self.connects = 0
         self.replaced: list[str] = []
+        self.issued: list[str] = []
         self.session_view: dict[str, str] = {"status": "READY"}
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -59,7 +60,9 @@ class PeerThread:
             return credentials.to_json()
 
         self.connects += 1
-        return self.call(create())
+        credentials = self.call(create())
+        self.issued.append(credentials["sessionId"])
+        return credentials
 
     def cut(self) -> int:
         future: Future[int] = Future()
@@ -227,6 +230,17 @@ def test_enter_tilde_dot_detaches_and_tilde_tilde_types_one_tilde(
     outer_shell.expect_exact("status-0")
     outer_shell.expect_exact("outer$ ")
     assert _stty_settings(outer_shell) == before
+
+    # And attaching again ends the exec session the detached one left (it would hold a place until
+    # the idle timeout), however many times the user detaches and comes back
+    for _ in range(3):
+        left = peer.issued[-1]
+        outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
+        outer_shell.expect_exact("remote$ ")
+        assert peer.replaced[-1] == left
+        outer_shell.send("\r~.")
+        outer_shell.expect_exact("outer$ ")
+    assert peer.replaced == peer.issued[:-1]
 
 
 def test_attach_with_a_raw_stream_url_and_token(outer_shell: pexpect.spawn, peer: PeerThread) -> None:
