@@ -125,6 +125,12 @@ def _attach_command(*arguments: str) -> str:
     return " ".join([sys.executable, "-m", "cloudide.cli", "attach", *arguments])
 
 
+def _attach(shell: pexpect.spawn, api: str) -> None:
+    """Run `cloudide attach` for the session from the user's shell and wait for the remote prompt."""
+    shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
+    shell.expect_exact("remote$ ")
+
+
 def _remote(shell: pexpect.spawn, command: str, expected: str) -> None:
     """Run a command in the remote shell and wait for its (computed) output."""
     shell.send(command + "\r")
@@ -138,8 +144,7 @@ def test_attach_types_resizes_reconnects_exits_and_restores_the_terminal(
     before = _stty_settings(outer_shell)
 
     # When they attach to a session
-    outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
-    outer_shell.expect_exact("remote$ ")
+    _attach(outer_shell, api)
 
     # Then keystrokes reach the remote shell, raw (Ctrl-C interrupts the remote command, not attach)
     _remote(outer_shell, "echo $((6 * 7))-answer", "42-answer")
@@ -175,8 +180,7 @@ def test_a_reconnect_storm_ends_each_superseded_exec_session_so_the_shell_keeps_
 ) -> None:
     # The exec agent runs two sessions per container, and a dropped one lingers until it times out:
     # each reconnect has to end the session it replaces, or the third gets no shell.
-    outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
-    outer_shell.expect_exact("remote$ ")
+    _attach(outer_shell, api)
 
     for round_ in range(1, 5):
         assert peer.cut() == 1
@@ -196,8 +200,7 @@ async def _live(peer: LocalPeer) -> list[str]:
 def test_when_the_shell_ends_because_the_session_stopped_attach_says_so_and_why(
     outer_shell: pexpect.spawn, peer: PeerThread, api: str
 ) -> None:
-    outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
-    outer_shell.expect_exact("remote$ ")
+    _attach(outer_shell, api)
     peer.session_view = {"status": "STOPPING", "statusReason": "idle for 30 minutes"}
 
     outer_shell.send("exit\r")
@@ -211,8 +214,7 @@ def test_enter_tilde_dot_detaches_and_tilde_tilde_types_one_tilde(
     outer_shell: pexpect.spawn, peer: PeerThread, api: str
 ) -> None:
     before = _stty_settings(outer_shell)
-    outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
-    outer_shell.expect_exact("remote$ ")
+    _attach(outer_shell, api)
 
     # A ~ inside a line is typed as it is; at a line's start ~~ types one ~ and ~ before another key both
     _remote(outer_shell, "echo in~line-$((1 + 1))", "in~line-2")
@@ -235,8 +237,7 @@ def test_enter_tilde_dot_detaches_and_tilde_tilde_types_one_tilde(
     # the idle timeout), however many times the user detaches and comes back
     for _ in range(3):
         left = peer.issued[-1]
-        outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
-        outer_shell.expect_exact("remote$ ")
+        _attach(outer_shell, api)
         assert peer.replaced[-1] == left
         outer_shell.send("\r~.")
         outer_shell.expect_exact("outer$ ")
