@@ -177,6 +177,7 @@ class LocalStack:
             self.gateway = Gateway(
                 api.connector,
                 activity_factory=api.activity,
+                access_check_factory=api.reader,  # a joining viewer opens no exec session
                 # Activity keeps pace with the control plane's clock, which --time-scale speeds up.
                 limits=HubLimits(activity_interval_s=ACTIVITY_INTERVAL_S * self.config.time_scale),
                 host=self.config.host,
