@@ -284,6 +284,7 @@ def test_attach_reports_a_refused_connect_and_restores_the_terminal(
         (["sess-1"], "SESSION_ID needs --api and --token"),
         (["--stream-url", "wss://x"], "--stream-url and --token-value go together"),
         (["sess-1", "--stream-url", "wss://x", "--token-value", "t"], "not both"),
+        (["sess-1", "--api", "http://x", "--token", "jwt\r\nX: y"], "visible ASCII without spaces"),
     ],
 )
 def test_attach_explains_missing_or_conflicting_arguments(
@@ -294,7 +295,9 @@ def test_attach_explains_missing_or_conflicting_arguments(
     args = build_parser().parse_args(["attach", *arguments])
 
     assert args.func(args) == 2
-    assert error in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert error in err
+    assert "jwt" not in err  # a token is never echoed
 
 
 def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -> None:
