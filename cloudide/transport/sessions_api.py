@@ -49,6 +49,9 @@ character. Anything else is refused before it is sent anywhere, retried, or writ
 # WebSocket close code for failures retrying might fix (4000-4999 are for applications).
 UNAVAILABLE_CLOSE_CODE = 4502
 
+LAST_EXEC_SESSIONS_KEPT = 4096
+"""Sessions whose last exec session a client remembers (the oldest is forgotten first)."""
+
 ACTIVITY_INTERVAL_S = 60.0
 """Most one report per minute: idle timeouts are whole minutes (at least 5 by default), and the API
 coalesces reports to one write per 20 s anyway."""
@@ -91,6 +94,7 @@ class SessionsApi:
     def __init__(self, api_url: str, *, timeout_s: float = 10.0) -> None:
         self._base = api_url.rstrip("/")
         self._timeout_s = timeout_s
+        self._last_exec_session: dict[str, str] = {}  # session id -> the exec session last opened
 
     def connector(self, session_id: str, bearer_token: str, *, replaces: str | None = None) -> Connector:
         """``POST /sessions/{id}/connect``: fresh exec credentials for each new data channel.
@@ -98,12 +102,14 @@ class SessionsApi:
         A connector is called again only to replace its data channel, so every call after the first
         names the exec session it supersedes (``replaces``) and the API terminates it. Otherwise each
         reconnect would leave one behind until ECS Exec's idle timeout, and the exec agent runs only
-        two sessions per container: a third reconnect would get no shell. ``replaces`` given here is
-        for the first call: an exec session an earlier client left (``cloudide attach`` detached).
+        two sessions per container: a third reconnect would get no shell. The first call replaces
+        ``replaces`` (an exec session an earlier client left: ``cloudide attach`` detached), or else
+        the last one this client opened for the session (a gateway's terminal closed while nobody
+        watched: the shell ran on, and so did its exec session).
         """
         check_token(bearer_token)
         url = self._url(session_id, "connect")
-        previous = replaces
+        previous = replaces or self._last_exec_session.get(session_id)
 
         async def connect() -> ExecCredentials:
             nonlocal previous
@@ -117,7 +123,9 @@ class SessionsApi:
                 credentials = ExecCredentials.from_json(body)
             except ValueError as error:
                 raise ApiUnavailable(str(error)) from None
-            previous = credentials.session_id
+            previous = self._last_exec_session[session_id] = credentials.session_id
+            if len(self._last_exec_session) > LAST_EXEC_SESSIONS_KEPT:
+                del self._last_exec_session[next(iter(self._last_exec_session))]
             return credentials
 
         return connect
@@ -163,11 +171,19 @@ class ActivityReporter:
     early idle stop, never the terminal itself.
     """
 
-    def __init__(self, report: ActivityReport, *, interval_s: float = ACTIVITY_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        report: ActivityReport,
+        *,
+        interval_s: float = ACTIVITY_INTERVAL_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``sleep`` waits out each interval; tests pass one they drive instead of waiting."""
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self._report = report
         self._interval_s = interval_s
+        self._sleep = sleep
         self._touched = False
         self._task: asyncio.Task[None] | None = None
         self.reports = 0
@@ -190,7 +206,7 @@ class ActivityReporter:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval_s)
+            await self._sleep(self._interval_s)
             if not self._touched:
                 continue
             self._touched = False

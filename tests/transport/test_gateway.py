@@ -424,21 +424,30 @@ def test_several_viewers_and_reconnects_stay_within_the_tasks_exec_session_limit
             with stub_api(answer) as (url, requests):
                 api = SessionsApi(url)
                 options: dict[str, Any] = {"limits": HubLimits(linger_s=0.2)}
-                async with (
-                    Gateway(api.connector, access_check_factory=api.reader, **options) as gateway,
-                    FakeBrowser.open(gateway, token="viewer-1") as one,
-                    FakeBrowser.open(gateway, token="viewer-2") as two,
-                    FakeBrowser.open(gateway, token="viewer-3", mode="read") as three,
-                ):
-                    for viewer in (one, two, three):
-                        await viewer.wait_control(type="welcome")
-                    for round_ in range(1, 3):
-                        assert peer.cut() == 1
-                        await one.type(f"echo round-$(({round_}*7))\r")
+                async with Gateway(api.connector, access_check_factory=api.reader, **options) as gateway:
+                    async with (
+                        FakeBrowser.open(gateway, token="viewer-1") as one,
+                        FakeBrowser.open(gateway, token="viewer-2") as two,
+                        FakeBrowser.open(gateway, token="viewer-3", mode="read") as three,
+                    ):
                         for viewer in (one, two, three):
-                            await viewer.wait_output(f"round-{round_ * 7}")
+                            await viewer.wait_control(type="welcome")
+                        for round_ in range(1, 3):
+                            assert peer.cut() == 1
+                            await one.type(f"echo round-$(({round_}*7))\r")
+                            for viewer in (one, two, three):
+                                await viewer.wait_output(f"round-{round_ * 7}")
+                        assert len(peer.live_sessions()) == 1
+                    connects = [r for r in requests if r.path.endswith("/connect")]
+                    assert len(connects) == 3  # one upstream, reconnected twice: no connect to vet a viewer
+
+                    # And a terminal closed while nobody watches leaves its shell running, and its exec
+                    # session with it: the next one the gateway opens for the session ends that one
+                    for round_ in range(3):
+                        await eventually(lambda: gateway.hub("s-1") is None)
+                        async with FakeBrowser.open(gateway, token="viewer-1") as again:
+                            await again.type(f"echo again-$(({round_}+40))\r")
+                            await again.wait_output(f"again-{round_ + 40}")
                     assert len(peer.live_sessions()) == 1
-                connects = [r for r in requests if r.path.endswith("/connect")]
-                assert len(connects) == 3  # one upstream, reconnected twice: no connect to vet a viewer
 
     run(scenario(), timeout_s=60)
