@@ -36,7 +36,6 @@ from cloudide.transport.client import (
 )
 from cloudide.transport.fdio import wait_readable
 from cloudide.transport.sessions_api import (
-    ACTIVITY_INTERVAL_S,
     ActivityReport,
     ActivityReporter,
     MalformedToken,
@@ -122,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
             connect,
             sys.stdin.fileno(),
             sys.stdout.fileno(),
-            report_activity=report_activity,
+            activity=ActivityReporter(report_activity) if report_activity else None,
             read_session=read_session,
             left_behind=LeftBehind(args.session_id) if args.session_id else None,
         )
@@ -203,21 +202,19 @@ async def attach(
     stdin_fd: int,
     stdout_fd: int,
     *,
-    report_activity: ActivityReport | None = None,
-    activity_interval_s: float = ACTIVITY_INTERVAL_S,
+    activity: ActivityReporter | None = None,
     read_session: SessionRead | None = None,
     left_behind: LeftBehind | None = None,
 ) -> int:
     """Relay between the local terminal and the session until the shell exits or the user detaches;
     returns the exit status.
 
-    With ``report_activity``, typing and output tell the API the session is in use, so its idle
+    With ``activity``, typing and output tell the API the session is in use, so its idle
     watchdog leaves it running (see :class:`ActivityReporter`). With ``read_session``, the end of the
     shell is followed by what became of the session (still READY, or STOPPING and why). With
     ``left_behind``, leaving without the shell ending records the exec session for the next attach.
     """
     rows, cols = _terminal_size(stdout_fd)
-    activity = ActivityReporter(report_activity, interval_s=activity_interval_s) if report_activity else None
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None

@@ -18,7 +18,9 @@ from cloudide.attach import attach
 from cloudide.cli import build_parser
 from cloudide.transport.client import ExecCredentials
 from cloudide.transport.peer import LocalPeer
+from cloudide.transport.sessions_api import ActivityReporter
 from tests.transport.stub_api import Answer, Request, stub_api
+from tests.transport.test_sessions_api import DrivenIntervals
 
 pytestmark = pytest.mark.timeout(60)
 REMOTE_SHELL = ["bash", "--norc", "--noprofile", "--noediting"]
@@ -301,7 +303,7 @@ def test_attach_explains_missing_or_conflicting_arguments(
 
 
 def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -> None:
-    """In-process, over pipes, so the report interval can be short (the command line's is a minute)."""
+    """In-process, over pipes, with the reporter's intervals driven by the test."""
 
     async def scenario() -> tuple[int, int, int]:
         reports = 0
@@ -317,9 +319,9 @@ def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -
 
             keyboard, typed = os.pipe()
             shown, screen = os.pipe()
-            running = asyncio.create_task(
-                attach(connect, keyboard, screen, report_activity=report, activity_interval_s=0.1)
-            )
+            intervals = DrivenIntervals()
+            activity = ActivityReporter(report, sleep=intervals.sleep)
+            running = asyncio.create_task(attach(connect, keyboard, screen, activity=activity))
             output = b""
 
             async def type_and_wait(text: str, expected: bytes) -> None:
@@ -330,9 +332,9 @@ def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -
                         output += await asyncio.to_thread(os.read, shown, 4096)
 
             await type_and_wait("echo $((6 * 7))-typed\n", b"42-typed\r\nremote$ ")
-            await asyncio.sleep(0.5)  # the reporter's next tick reports the typing and the output
+            await intervals.end_interval()  # the interval with the typing and the output: one report
             while_typing = reports
-            await asyncio.sleep(0.4)  # the user stops: no keystrokes, no output
+            await intervals.end_interval()  # the user stops: no keystrokes, no output
             after_stopping = reports - while_typing
             os.write(typed, b"exit\n")
             status = await asyncio.wait_for(running, WAIT)
@@ -343,7 +345,7 @@ def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -
     status, while_typing, after_stopping = asyncio.run(scenario())
 
     assert status == 0
-    assert while_typing >= 1
+    assert while_typing == 1
     assert after_stopping == 0
 
 
