@@ -195,13 +195,19 @@ class SessionStore:
             return rejected.session
 
     def remember_exec_session(self, session_id: str, exec_session_id: str) -> None:
-        """Record an ECS Exec session opened into this session's task, so a later connect may end it."""
-        self._table.update_item(
-            Key={"sessionId": session_id},
-            UpdateExpression="ADD #exec :id",
-            ExpressionAttributeNames={"#exec": EXEC_SESSIONS},
-            ExpressionAttributeValues={":id": {exec_session_id}},
-        )
+        """Record an ECS Exec session opened into this session's task, so a later connect may end it.
+        A record deleted meanwhile stays deleted (the write never creates one)."""
+        try:
+            self._table.update_item(
+                Key={"sessionId": session_id},
+                UpdateExpression="ADD #exec :id",
+                ExpressionAttributeNames={"#exec": EXEC_SESSIONS},
+                ExpressionAttributeValues={":id": {exec_session_id}},
+                ConditionExpression=Attr("sessionId").exists(),
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
 
     def forget_exec_session(self, session_id: str, exec_session_id: str) -> bool:
         """Drop an exec session from the record; False if this session never opened it (or it was
