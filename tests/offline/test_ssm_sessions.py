@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -11,9 +13,15 @@ from cloudide.offline.stack import OfflineAws
 
 def test_terminate_session_reaches_the_registered_terminator_and_answers_the_id(aws: OfflineAws) -> None:
     ended: list[str] = []
-    ssm_sessions.set_terminator(lambda session_id: ended.append(session_id) is None)
+
+    def terminate(session_id: str) -> bool:
+        ended.append(session_id)
+        return True
+
+    ssm: Any = aws.client("ssm")
+    ssm_sessions.set_terminator(terminate)
     try:
-        answer = aws.client("ssm").terminate_session(SessionId="ecs-execute-command-0123abcd")
+        answer = ssm.terminate_session(SessionId="ecs-execute-command-0123abcd")
     finally:
         ssm_sessions.set_terminator(None)
 
@@ -23,6 +31,7 @@ def test_terminate_session_reaches_the_registered_terminator_and_answers_the_id(
 
 
 def test_terminate_session_refuses_an_id_ssm_would_refuse(aws: OfflineAws) -> None:
+    ssm: Any = aws.client("ssm")
     with pytest.raises(ClientError) as refused:
-        aws.client("ssm").terminate_session(SessionId="x" * 97)
+        ssm.terminate_session(SessionId="x" * 97)
     assert refused.value.response["Error"]["Code"] == "ValidationException"
