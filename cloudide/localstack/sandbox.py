@@ -277,17 +277,25 @@ class SandboxHost:
         """`isolation`: "auto" (bubblewrap when installed), "bubblewrap" (required) or "plain"."""
         if isolation not in {"auto", "bubblewrap", "plain"}:
             raise ValueError(f"isolation must be auto, bubblewrap or plain, not {isolation!r}")
-        # The layout needs root outside (no user namespace: ECS Exec's root and the uid 1000 user are real).
-        bwrap = shutil.which("bwrap") if isolation != "plain" and os.geteuid() == 0 else None
+        missing = cls.missing()
+        bwrap = shutil.which("bwrap") if isolation != "plain" and missing is None else None
         if isolation == "bubblewrap" and not bwrap:
-            raise SandboxError(
-                "the bubblewrap sandbox needs bwrap installed (apt-get install bubblewrap) and root"
-            )
+            raise SandboxError(f"the bubblewrap sandbox is unavailable: {missing}")
         cgroups = CgroupRoot.detect(name) if os.geteuid() == 0 else None
         host = cls(Isolation.BUBBLEWRAP if bwrap else Isolation.PLAIN, bwrap, cgroups)
         if host.warning:
             logger.warning(host.warning)
         return host
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why this machine cannot run bubblewrap sandboxes, or None. The layout needs root outside: it
+        mounts each task's disk and maps each task's ids (see :class:`TaskIds`)."""
+        if not shutil.which("bwrap"):
+            return "bubblewrap (bwrap) is not installed"
+        if os.geteuid() != 0:
+            return "this is not root"
+        return None
 
     @property
     def limits(self) -> str:
@@ -304,8 +312,8 @@ class SandboxHost:
     def warning(self) -> str | None:
         if self.mode is Isolation.PLAIN:
             return (
-                "LOCAL TASKS RUN UNSANDBOXED: bubblewrap is not installed (or this is not root), so each "
-                "terminal is a plain process on this machine, with its network and its files. Install "
+                "LOCAL TASKS RUN UNSANDBOXED (--unsandboxed): each terminal is a plain process on this "
+                "machine, with its network and its files, and every user can reach every other's. Install "
                 "bubblewrap and run as root to isolate them."
             )
         return None

@@ -2,7 +2,8 @@
 
 Fargate gives every task volume (a task definition `volumes` entry with no host path) an empty directory
 owned by root with mode 0755, unless the image declares `VOLUME` for the exact container path: then the
-image directory's contents, owner and mode are copied in (docs/aws-facts.md, "Task volumes"). So a
+image directory's contents, owner and mode are copied in (Amazon ECS Developer Guide, "Bind mounts":
+"by default, the volume permissions are set to 0755 and the owner as root"; containers-roadmap #938). So a
 directory the image's user must write, such as `/workspace`, `/tmp` or `$HOME`, is writable on Fargate
 only when the Dockerfile sets its owner and mode and then declares it a `VOLUME`. The sandbox reads both
 halves: the task definition's mount points and the Dockerfile's declarations, parsed here from the
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 import shlex
@@ -27,8 +27,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "terminal_image" / "Dockerfile"
 EPHEMERAL_BYTES_PER_MEMORY_BYTE = 2

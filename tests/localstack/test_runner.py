@@ -177,3 +177,7 @@ def test_close_stops_every_task_flushes_and_leaves_no_process(cluster: Cluster) 
         assert body.read() == session.encode()
     assert not [pid for ns in namespaces for pid in members(ns)], "a sandbox process outlived close()"
     assert not list(Path("/sys/fs/cgroup").glob("*/**/cloudide-local-*")), "a task cgroup outlived close()"
+    assert not cluster.runner.state_dir.exists(), "every task's volumes, logs and sockets go with the runner"
+    assert str(cluster.runner.state_dir) not in Path("/proc/self/mountinfo").read_text(), (
+        "a task disk outlived it"
+    )
