@@ -50,7 +50,13 @@ def sandboxes(tmp_path: Path) -> Iterator[list[Sandbox]]:
 
 
 def make(
-    sandboxes: list[Sandbox], host: SandboxHost, tmp_path: Path, entrypoint: list[str], **limits: int
+    sandboxes: list[Sandbox],
+    host: SandboxHost,
+    tmp_path: Path,
+    entrypoint: list[str],
+    *,
+    read_only_root: bool = True,
+    **limits: int,
 ) -> Sandbox:
     box = Sandbox(
         host,
@@ -59,6 +65,7 @@ def make(
         env={"SESSION_ID": "s-1"},
         limits=Limits(**{"cpu_units": 256, "memory_mib": 512, **limits}),
         entrypoint=entrypoint,
+        read_only_root=read_only_root,
     )
     sandboxes.append(box)
     box.prepare()
@@ -188,13 +195,7 @@ def test_a_read_only_root_leaves_only_the_task_volumes_writable(
         "for p in /var/probe /var/tmp/probe /probe /workspace/probe; do touch $p 2>/dev/null && echo $p; done"
     )
     read_only = make(sandboxes, host, tmp_path, ["/bin/sh", "-c", probe])
-    writable = Sandbox(
-        host, "rw", tmp_path / "rw", env={}, limits=Limits(256, 512), entrypoint=["/bin/sh", "-c", probe],
-        read_only_root=False,
-    )  # fmt: skip
-    sandboxes.append(writable)
-    writable.prepare()
-    writable.start()
+    writable = make(sandboxes, host, tmp_path, ["/bin/sh", "-c", probe], read_only_root=False)
     assert read_only.wait(10) == 0 and writable.wait(10) == 0
     assert read_only.log_path.read_text().split() == ["/workspace/probe"]
     assert writable.log_path.read_text().split() == ["/var/tmp/probe", "/workspace/probe"]
