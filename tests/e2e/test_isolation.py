@@ -23,21 +23,29 @@ from pathlib import Path
 import pytest
 
 from cloudide.localstack.runner import TaskInfo
+from cloudide.offline.stack import OfflineAws
 from tests.e2e.local_stack import CLOUDIDE, local_stack
 from tests.e2e.scenarios import first_terminal
-from tests.localstack.conftest import (  # noqa: F401 -- the runner's fixtures
-    Cluster,
-    cluster,
-    members,
-    offline_server,
-    pid_namespace,
-)
+from tests.localstack.conftest import ROOT, Cluster, cluster, members, pid_namespace  # noqa: F401
 from tests.support import require_tool
 
 pytestmark = [pytest.mark.sandbox]
 
 AS_USER = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "--no-new-privs", "--"]
 SOCKET = "/tmp/cloudide-tmux/default"
+
+
+@pytest.fixture(scope="module")
+def offline_server() -> Iterator[OfflineAws]:
+    """The runner's fixtures' local AWS, under its own stack name: moto servers in one test process share
+    their backends, and tests/localstack deploys the default name into them too."""
+    with OfflineAws(
+        ROOT / "template.yaml",
+        parameters={"TerminalImageUri": "local/terminal:dev"},
+        server=True,
+        stack_name="cloudide-isolation",
+    ) as aws:
+        yield aws
 
 
 @dataclass
