@@ -65,6 +65,7 @@ class LocalStackConfig:
     aws_port: int = 0  # 0: any free port
     state_dir: Path = Path(".local-state")
     persist: bool = False
+    unsandboxed: bool = False  # plain processes when bubblewrap is unavailable (--unsandboxed)
     parameters: tuple[tuple[str, str], ...] = ()  # template parameter overrides
     time_scale: float = 1.0  # < 1 compresses the control plane's time (timeouts, deadlines) for tests
     verbose: bool = False  # the functions' INFO logs and metrics on stdout
@@ -157,6 +158,7 @@ class LocalStack:
                 self.stack.outputs["ClusterName"],
                 state_dir=self.state_dir / "tasks",
                 time_scale=self.config.time_scale,
+                isolation="auto" if self.config.unsandboxed else "bubblewrap",
             )
             self.runner.start()
         self._say(f"  isolation: {self.runner.isolation}")
