@@ -25,6 +25,9 @@ from sessions.tiers import TIERS
 TASK_GROUP = "cloudide-terminals"
 EXEC_AGENT = "ExecuteCommandAgent"
 _DESCRIBE_BATCH = 100  # DescribeTasks' limit per call
+# What RunTask says when trying again later can help. Matched narrowly: a refusal that merely mentions
+# capacity ("FARGATE_SPOT capacity provider is not supported ...") is permanent, and must fail the
+# session rather than fall back or retry.
 _TRANSIENT_FAILURES = ("capacity is unavailable", "resource:", "throttl", "rate exceeded")
 
 
@@ -125,7 +128,7 @@ class EcsTasks:
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             message = error.response.get("Error", {}).get("Message", str(error))
-            if code in THROTTLING_CODES or "capacity" in message.lower():
+            if code in THROTTLING_CODES or any(marker in message.lower() for marker in _TRANSIENT_FAILURES):
                 raise CapacityUnavailable(f"{code}: {message}") from error
             raise ProvisioningFailed(f"{code}: {message}") from error
         if response.get("failures"):
