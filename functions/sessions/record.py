@@ -58,7 +58,7 @@ class WaitingFor(StrEnum):
 
 
 class Session(BaseModel):
-    """A session as stored. Attribute names are the item's (camelCase), as in DESIGN.md."""
+    """A session as stored. Attribute names are the item's (camelCase), as the README's session record lists them."""
 
     model_config = ConfigDict(populate_by_name=True, extra="ignore")
 
