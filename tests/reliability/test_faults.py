@@ -15,6 +15,7 @@ from sessions.store import SessionStore
 from cloudide.offline import moto_fixes
 from cloudide.offline.fargate import TaskScript
 from cloudide.offline.faults import FAULTS
+from tests.support import eventually
 from tests.workflow.conftest import Offline
 
 GRACE = 2.1  # past the test stack's 1 s grace, counted from the end of a record's whole second
@@ -115,8 +116,7 @@ def test_lost_stopped_event_is_repaired_by_the_reconciler(offline: Offline) -> N
     offline.lifecycle.request_stop(session.session_id, "user")
     stuck = offline.wait_parked(session.session_id, WaitingFor.STOPPED)
     assert stuck.task_arn
-    while offline.task_status(stuck.task_arn) != "STOPPED":
-        time.sleep(0.05)
+    eventually(lambda: offline.task_status(stuck.task_arn) == "STOPPED")
     time.sleep(GRACE)
     assert offline.store.require(session.session_id).status is Status.STOPPING, "nothing settles it alone"
     # When the reconciler runs once

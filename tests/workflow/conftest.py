@@ -8,7 +8,6 @@ emitting the task-state events that the real rule delivers to the real handler.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from sessions.store import SessionStore
 from cloudide.offline import faults, invariants, moto_fixes
 from cloudide.offline.fargate import FakeFargate
 from cloudide.offline.stack import OfflineAws
+from cloudide.offline.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -73,36 +73,31 @@ class Offline:
         )
 
     def wait_status(self, session_id: str, *statuses: Status, timeout: float = 20) -> Session:
-        deadline = time.monotonic() + timeout
-        while True:
-            session = self.store.require(session_id)
-            if session.status in statuses:
-                return session
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"session still {session.status} ({session.status_reason}), wanted {statuses}"
-                )
-            time.sleep(0.05)
+        def current() -> Session:
+            return self.store.require(session_id)
+
+        return eventually(
+            lambda: (session := current()).status in statuses and session,
+            timeout,
+            explain=lambda: f"session {current().status} ({current().status_reason}), wanted {statuses}",
+        )
 
     def wait_parked(self, session_id: str, waiting_for: WaitingFor, timeout: float = 20) -> Session:
         """Until the workflow has parked its callback token for `waiting_for` on the record."""
-        deadline = time.monotonic() + timeout
-        while (session := self.store.require(session_id)).waiting_for is not waiting_for:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no token parked for {waiting_for} (session {session.status})")
-            time.sleep(0.05)
-        return session
+        return eventually(
+            lambda: (session := self.store.require(session_id)).waiting_for is waiting_for and session,
+            timeout,
+            explain=lambda: f"no token parked for {waiting_for}",
+        )
 
     def wait_execution(self, execution_arn: str, timeout: float = 30) -> dict[str, Any]:
         sfn = self.aws.client("stepfunctions")
-        deadline = time.monotonic() + timeout
-        while (described := sfn.describe_execution(executionArn=execution_arn))[
-            "status"
-        ] not in TERMINAL_STATES:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"execution still {described['status']} after {timeout} s")
-            time.sleep(0.05)
-        return described
+        return eventually(
+            lambda: (
+                (d := sfn.describe_execution(executionArn=execution_arn))["status"] in TERMINAL_STATES and d
+            ),
+            timeout,
+        )
 
     def history(self, execution_arn: str) -> list[dict[str, Any]]:
         sfn = self.aws.client("stepfunctions")
@@ -164,25 +159,20 @@ def offline_stack() -> Iterator[OfflineAws]:
 def offline(offline_stack: OfflineAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Offline]:
     # Workflow steps must not sleep while holding the offline Lambda lock: the Retry rules do the waiting.
     monkeypatch.setenv("AGENT_POLL_SECONDS", "0")
-    moto_fixes.SETTINGS.wait_scale = 1.0
     stack = offline_stack.stack
     assert stack is not None
     cluster = stack.outputs["ClusterName"]
     fargate = FakeFargate(offline_stack, cluster)
-    fargate.start()
-    try:
-        yield Offline(
-            aws=offline_stack,
-            store=SessionStore(stack.outputs["SessionsTableName"]),
-            cluster=cluster,
-            state_machine_arn=stack.outputs["StateMachineArn"],
-            fargate=fargate,
-            table_name=stack.outputs["SessionsTableName"],
-        )
-    finally:
-        fargate.close()
-        moto_fixes.SETTINGS.wait_scale = 1.0
-        moto_fixes.SETTINGS.run_task_faults.clear()
-        moto_fixes.SETTINGS.stop_task_listeners.clear()
-        moto_fixes.SETTINGS.function_failures.clear()
-        faults.FAULTS.clear()
+    with moto_fixes.SETTINGS.scoped(wait_scale=1.0), faults.FAULTS.scoped():
+        fargate.start()
+        try:
+            yield Offline(
+                aws=offline_stack,
+                store=SessionStore(stack.outputs["SessionsTableName"]),
+                cluster=cluster,
+                state_machine_arn=stack.outputs["StateMachineArn"],
+                fargate=fargate,
+                table_name=stack.outputs["SessionsTableName"],
+            )
+        finally:
+            fargate.close()
