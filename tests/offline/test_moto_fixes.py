@@ -39,14 +39,14 @@ def test_only_a_probe_that_plain_moto_fails_proves_its_correction() -> None:
 
 
 @pytest.fixture
-def plain() -> OfflineAws:
+def corrected() -> OfflineAws:
     with OfflineAws(wait_scale=0.01) as offline:
         yield offline
 
 
-def test_sdk_errors_carry_the_service_name_as_aws_writes_it(plain: OfflineAws) -> None:
+def test_sdk_errors_carry_the_service_name_as_aws_writes_it(corrected: OfflineAws) -> None:
     result = run_definition(
-        plain,
+        corrected,
         {
             "StartAt": "T",
             "States": {
@@ -62,8 +62,8 @@ def test_sdk_errors_carry_the_service_name_as_aws_writes_it(plain: OfflineAws) -
     assert result["error"] == "Ecs.ClusterNotFoundException"
 
 
-def test_run_task_client_token_exec_agent_and_task_level_memory(plain: OfflineAws) -> None:
-    ecs = plain.client("ecs")
+def test_run_task_client_token_exec_agent_and_task_level_memory(corrected: OfflineAws) -> None:
+    ecs = corrected.client("ecs")
     ecs.create_cluster(clusterName="c")
     ecs.register_task_definition(
         family="g",
@@ -73,8 +73,8 @@ def test_run_task_client_token_exec_agent_and_task_level_memory(plain: OfflineAw
         requiresCompatibilities=["FARGATE"],
         containerDefinitions=[{"name": "x", "image": "i"}],
     )
-    vpc = plain.client("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = plain.client("ec2").create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    vpc = corrected.client("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = corrected.client("ec2").create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
     args = {
         "cluster": "c",
         "taskDefinition": "g",
@@ -89,7 +89,7 @@ def test_run_task_client_token_exec_agent_and_task_level_memory(plain: OfflineAw
     assert first["enableExecuteCommand"] is True
     with pytest.raises(ecs.exceptions.TargetNotConnectedException):
         ecs.execute_command(cluster="c", task=first["taskArn"], command="/bin/sh", interactive=True)
-    detail = plain.ecs.set_task_status("c", first["taskArn"], "RUNNING", agent_status="RUNNING")
+    detail = corrected.ecs.set_task_status("c", first["taskArn"], "RUNNING", agent_status="RUNNING")
     agents = ecs.describe_tasks(cluster="c", tasks=[first["taskArn"]])["tasks"][0]["containers"][0][
         "managedAgents"
     ]
@@ -98,6 +98,8 @@ def test_run_task_client_token_exec_agent_and_task_level_memory(plain: OfflineAw
         "session"
     ]
     assert session["streamUrl"] == f"ws://127.0.0.1:0/v1/data-channel/{session['sessionId']}"
-    stopped = plain.ecs.set_task_status("c", first["taskArn"], "STOPPED", exit_code=137, stopped_reason="OOM")
+    stopped = corrected.ecs.set_task_status(
+        "c", first["taskArn"], "STOPPED", exit_code=137, stopped_reason="OOM"
+    )
     assert stopped["version"] == detail["version"] + 1 and stopped["containers"][0]["exitCode"] == 137
     assert stopped["stopCode"] == "EssentialContainerExited" and stopped["stoppedAt"].endswith("Z")

@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from cloudide.offline import faults, moto_fixes
+from cloudide.offline.moto_fixes import runtime
 from cloudide.offline.stack import OfflineAws
 from tests.support import eventually
 
@@ -51,8 +52,8 @@ def test_an_async_invocation_is_retried_twice(
     )
     if recorded:
         eventually(lambda: _recorded(aws, pk), 30)
-    else:  # the third failure was the last attempt: no fourth one comes, however long we wait
-        time.sleep(max(moto_fixes.ASYNC_RETRY_DELAYS) * moto_fixes.SETTINGS.wait_scale + 0.5)
+    else:  # the third failure was the last attempt: no fourth one comes
+        eventually(lambda: runtime.async_invocations_running() == 0, retries_s + 30)
         assert not _recorded(aws, pk)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ def fix_lambda_invoke() -> None:
             return original(self, body, request_headers, response_headers)  # type: ignore[no-any-return]
         event = json.loads(body) if body else {}
         if request_headers.get("x-amz-invocation-type") == "Event":
-            threading.Thread(target=runtime.invoke_async, args=(self, event), daemon=True).start()
+            runtime.start_async(self, event)
             return b""
         payload, errored = runtime.invoke_in_process(self, event)
         if errored:
