@@ -30,6 +30,14 @@ class ScaledClock:
     def _virtual(self) -> datetime:
         return self._anchor_virtual + timedelta(seconds=(time.monotonic() - self._anchor_real) * self._rate)
 
+    def advance(self, seconds: float) -> None:
+        """Jump ahead: a test lets a grace period pass at once instead of sleeping through it."""
+        self._anchor_virtual += timedelta(seconds=seconds)
+
+    def precise_now(self) -> datetime:
+        """Signature and precision of `sessions.clock.precise_now`."""
+        return self._virtual()
+
     def now(self) -> datetime:
         """Signature and precision of `sessions.clock.now`."""
         return self._virtual().replace(microsecond=0)

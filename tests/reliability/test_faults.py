@@ -117,7 +117,7 @@ def test_lost_stopped_event_is_repaired_by_the_reconciler(offline: Offline) -> N
     stuck = offline.wait_parked(session.session_id, WaitingFor.STOPPED)
     assert stuck.task_arn
     eventually(lambda: offline.task_status(stuck.task_arn) == "STOPPED")
-    time.sleep(GRACE)
+    offline.clock.advance(GRACE)
     assert offline.store.require(session.session_id).status is Status.STOPPING, "nothing settles it alone"
     # When the reconciler runs once
     report = offline.reconcile()
@@ -137,7 +137,7 @@ def test_workflow_aborted_externally_is_wound_down_by_the_reconciler(offline: Of
     ready = offline.wait_parked(session.session_id, WaitingFor.STOP)
     offline.aws.client("stepfunctions").stop_execution(executionArn=execution)
     assert offline.wait_execution(execution)["status"] == "ABORTED"
-    time.sleep(GRACE)
+    offline.clock.advance(GRACE)
     # When the reconciler runs
     report = offline.reconcile()
     # Then the task is stopped and the record ends FAILED, saying why

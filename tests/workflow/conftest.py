@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sessions import clock
 from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
 from sessions.ecs_tasks import EcsTasks
@@ -22,6 +23,7 @@ from sessions.record import Session, Status, WaitingFor
 from sessions.store import SessionStore
 
 from cloudide.offline import faults, invariants, moto_fixes
+from cloudide.offline.clock import ScaledClock
 from cloudide.offline.fargate import FakeFargate
 from cloudide.offline.stack import OfflineAws
 from cloudide.offline.waiting import eventually
@@ -38,6 +40,7 @@ class Offline:
     state_machine_arn: str
     fargate: FakeFargate
     table_name: str
+    clock: ScaledClock  # the handlers' time: `clock.advance(s)` lets a grace pass without sleeping
     created: list[str] = field(default_factory=list)  # sessions this test made: the invariants' scope
     # Workspaces a sync agent kept for this test (S3 key prefix -> local root): their files must be in S3.
     workspaces: dict[str, Path] = field(default_factory=dict)
@@ -163,6 +166,8 @@ def offline(offline_stack: OfflineAws, monkeypatch: pytest.MonkeyPatch) -> Itera
     assert stack is not None
     cluster = stack.outputs["ClusterName"]
     fargate = FakeFargate(offline_stack, cluster)
+    handlers_clock = ScaledClock()
+    monkeypatch.setattr(clock, "precise_now", handlers_clock.precise_now)
     with moto_fixes.SETTINGS.scoped(wait_scale=1.0), faults.FAULTS.scoped():
         fargate.start()
         try:
@@ -173,6 +178,7 @@ def offline(offline_stack: OfflineAws, monkeypatch: pytest.MonkeyPatch) -> Itera
                 state_machine_arn=stack.outputs["StateMachineArn"],
                 fargate=fargate,
                 table_name=stack.outputs["SessionsTableName"],
+                clock=handlers_clock,
             )
         finally:
             fargate.close()
