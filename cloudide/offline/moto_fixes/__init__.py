@@ -39,6 +39,7 @@ from cloudide.offline.moto_fixes.settings import (
     Settings,
     unreachable_exec_session,
 )
+from cloudide.offline.moto_fixes.ssm import TERMINATE_SESSION
 from cloudide.offline.moto_fixes.stepfunctions import (
     CALLBACK_HEARTBEAT,
     ECS_RUN_TASK_INTEGRATION,
@@ -94,6 +95,7 @@ CORRECTIONS: tuple[Correction, ...] = (
     CFN_REST_API,
     CFN_UNSUPPORTED_TYPES,
     PRESIGNED_SIGV4,
+    TERMINATE_SESSION,
 )
 """Applied in this order by `install()`. Each entry's probe proves it: `proof.run_probes()`."""
 
