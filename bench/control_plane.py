@@ -3,7 +3,7 @@
 The workflow runs on moto with every duration scaled (`wait_scale`) and the handlers' clock moved at
 the same rate, so an 8-hour session takes seconds. Counted: state transitions (states entered plus
 retries, which AWS bills alike) and Lambda invocations (workflow steps, task events, and the API calls
-the IDE makes). Prices: us-east-1 list prices (AWS_FACTS.md and the services' pricing pages).
+the IDE makes). Prices: us-east-1 list prices (docs/aws-facts.md and the services' pricing pages).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 LOCAL FIGURES: one laptop-class machine, moto as the AWS, sandboxes as the tasks. They say how quickly the
 control plane and the local task runner turn a request into a terminal here, not what Fargate does (image
-pull and ENI attachment dominate there; AWS_FACTS.md).
+pull and ENI attachment dominate there; docs/aws-facts.md).
 
 Each READY time is split at the task's lifecycle: the sandbox's share runs from the runner's PENDING
 report (it adopted the task RunTask created) to its exec-agent RUNNING report (the entrypoint is up and

@@ -1,4 +1,5 @@
-"""What every suite shares: the rule for tests that need a system tool, free ports, polling.
+"""What every suite shares: the rule for tests that need a system tool, free ports, polling
+(`eventually`, the one way tests wait: on the condition, never a fixed sleep).
 
 A test that needs a tool (bubblewrap, tmux, chromium) calls :func:`require_tool`. On a developer's
 machine a missing tool skips the test with the reason; in CI (``CI=true``) `.ci/run` installs every
@@ -10,11 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
+
+from cloudide.offline.waiting import eventually
+
+__all__ = ["IN_CI", "eventually", "free_port", "require_tool"]
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -35,15 +37,3 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def eventually(check: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll until `check` returns something truthy; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")

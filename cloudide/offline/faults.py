@@ -89,6 +89,17 @@ class AwsFaults:
         finally:
             self.remove(fault)
 
+    @contextmanager
+    def scoped(self) -> Iterator[AwsFaults]:
+        """Faults injected inside the block end with it, so none outlives the test that set it."""
+        with self._lock:
+            saved = list(self._faults)
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._faults[:] = saved
+
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()

@@ -13,10 +13,11 @@ within moments, so `wait_for` polls until they hold or the timeout passes.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from cloudide.offline.waiting import eventually
 
 ENDED = ("STOPPED", "FAILED")
 TASK_GROUP = "cloudide-terminals"
@@ -83,7 +84,8 @@ def saved_files(root: Path) -> dict[str, bytes]:
 
 def wait_for(check: Callable[[], list[str]], timeout: float = 15.0) -> list[str]:
     """Poll `check` until it reports nothing or `timeout` passes; return its last report."""
-    deadline = time.monotonic() + timeout
-    while (problems := check()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return problems
+    try:
+        eventually(lambda: not check(), timeout, interval=0.1)
+    except AssertionError:
+        return check()
+    return []

@@ -9,6 +9,7 @@ Two ways to host moto, same corrections and same deploy:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -207,6 +208,7 @@ class OfflineAws:
         self._saved_env: dict[str, str | None] = {}
         self._mock: Any = None
         self._server: Any = None
+        self._settings = contextlib.ExitStack()
 
     def _set_env(self, **values: str) -> None:
         for key, value in values.items():
@@ -214,6 +216,8 @@ class OfflineAws:
             os.environ[key] = value
 
     def start(self) -> OfflineAws:
+        # Every knob this stack sets (its own and those its users set) ends with it.
+        self._settings.enter_context(moto_fixes.SETTINGS.scoped())
         self._set_env(**_FAKE_CREDENTIALS, AWS_DEFAULT_REGION=self.region, AWS_REGION=self.region)
         if self.server:
             from moto.server import ThreadedMotoServer
@@ -253,9 +257,7 @@ class OfflineAws:
                 self._server.stop()
         finally:
             self._mock = self._server = None
-            moto_fixes.SETTINGS.run_task_faults.clear()
-            moto_fixes.SETTINGS.stop_task_listeners.clear()
-            moto_fixes.SETTINGS.exec_session_factory = moto_fixes.unreachable_exec_session
+            self._settings.close()
             for key, value in self._saved_env.items():
                 if value is None:
                     os.environ.pop(key, None)

@@ -1,7 +1,7 @@
 """Reliable, in-order delivery over one data-channel WebSocket: sequence numbers, acks and resends.
 
 The SSM relay between the client and the agent may lose, repeat or reorder messages, so both ends run the
-same small protocol on top of the WebSocket (SSM_PROTOCOL.md §4):
+same small protocol on top of the WebSocket (docs/ssm-protocol.md §4):
 
 * every data message carries a per-direction sequence number starting at 0;
 * the receiver acknowledges each one, delivers them strictly in order, parks early arrivals in a bounded

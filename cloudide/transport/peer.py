@@ -2,7 +2,7 @@
 
 The local stack and the tests need something that behaves like ECS Exec without AWS: hand out a
 ``streamUrl``/``tokenValue`` pair, accept the client's WebSocket at that URL, and run a command on a
-pseudo-terminal for it. :class:`LocalPeer` follows the agent's rules (SSM_PROTOCOL.md §4-6) with the same
+pseudo-terminal for it. :class:`LocalPeer` follows the agent's rules (docs/ssm-protocol.md §4-6) with the same
 :class:`~cloudide.transport.channel.DataChannel` the client uses:
 
 * a token opens exactly one data channel, and every data channel starts the command afresh -- the command
@@ -479,7 +479,7 @@ class _PtyProcess:
 
     def __init__(self, command: Sequence[str], env: Mapping[str, str], cwd: str | None) -> None:
         self._command = list(command)
-        # The agent's defaults (SSM_PROTOCOL.md §6), under whatever the caller sets.
+        # The agent's defaults (docs/ssm-protocol.md §6), under whatever the caller sets.
         self._env = {**os.environ, "TERM": "xterm-256color", **env}
         self._env.setdefault("LANG", "C.UTF-8")
         self._cwd = cwd

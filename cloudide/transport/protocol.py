@@ -1,6 +1,6 @@
 """Wire format of the SSM Session Manager data channel (the protocol behind ECS Exec).
 
-Every message after the open-data-channel text frame is one binary ``ClientMessage`` (SSM_PROTOCOL.md §2):
+Every message after the open-data-channel text frame is one binary ``ClientMessage`` (docs/ssm-protocol.md §2):
 a fixed 120-byte header followed by the payload. This module only turns messages into bytes and back, and
 builds the small JSON payloads the protocol defines, so that sequencing (``channel``), the client and the
 local peer never touch offsets or digests.
@@ -30,7 +30,7 @@ SCHEMA_VERSION = 1
 CLIENT_VERSION = "1.2.677.0"
 """Reported to the agent; at least 1.2.312.0 so that agents do not warn about output separation."""
 
-# The message id travels as its two 64-bit halves, least significant first (SSM_PROTOCOL.md §2): reading
+# The message id travels as its two 64-bit halves, least significant first (docs/ssm-protocol.md §2): reading
 # and writing it as two integers spares slicing and re-joining its bytes for every message.
 _HEADER = struct.Struct(">I32sIQqQQQ32sII")
 _HALF = 64
@@ -47,7 +47,7 @@ class MessageType(enum.StrEnum):
     PAUSE_PUBLICATION = "pause_publication"
 
 
-# The service sends publication messages with unreliable lengths and digests (SSM_PROTOCOL.md §2, [G]);
+# The service sends publication messages with unreliable lengths and digests (docs/ssm-protocol.md §2, [G]);
 # the AWS client accepts them unchecked, and so do we.
 _UNCHECKED_TYPES = frozenset({MessageType.START_PUBLICATION, MessageType.PAUSE_PUBLICATION})
 
@@ -173,7 +173,7 @@ def encode(message: ClientMessage) -> bytes:
 
 
 def decode(frame: bytes) -> ClientMessage:
-    """Parse one binary frame, checking what the AWS client checks (SSM_PROTOCOL.md §2).
+    """Parse one binary frame, checking what the AWS client checks (docs/ssm-protocol.md §2).
 
     The payload runs from byte 120 to the end of the frame, as both AWS implementations read it;
     PayloadLength is only used to decide whether to check the digest.
@@ -248,7 +248,7 @@ def open_data_channel(token_value: str, client_id: str, *, client_version: str =
 
 
 def acknowledgement(acked: ClientMessage) -> ClientMessage:
-    """The ack for a sequenced message; receivers match it by sequence number only (SSM_PROTOCOL.md §4)."""
+    """The ack for a sequenced message; receivers match it by sequence number only (docs/ssm-protocol.md §4)."""
     return ClientMessage(
         message_type=MessageType.ACKNOWLEDGE,
         sequence_number=0,

@@ -11,7 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 
 def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+    return precise_now().replace(microsecond=0)
+
+
+def precise_now() -> datetime:
+    """Below the second, for the reconciler's grace; the one other place the product reads the time
+    (the offline harness moves both together)."""
+    return datetime.now(UTC)
 
 
 def rfc3339(moment: datetime) -> str:

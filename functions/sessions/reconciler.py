@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
 
@@ -88,7 +88,7 @@ class Reconciler:
         self._max_repairs = max_repairs
 
     def run(self, now: datetime | None = None) -> Report:
-        now = now or datetime.now(UTC)  # not clock.now(): grace is measured below the second
+        now = now or clock.precise_now()  # not clock.now(): grace is measured below the second
         report = Report()
         tasks = list(self._tasks.running_product_tasks())
         live = self._store.list_live()

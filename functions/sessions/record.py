@@ -118,7 +118,7 @@ class SessionView(BaseModel):
 
 class Session(SessionView):
     """A session as stored: the public view plus the workflow's internals, never shown to users.
-    Attribute names are the item's (camelCase), as in DESIGN.md."""
+    Attribute names are the item's (camelCase), as the README's session record lists them."""
 
     execution_arn: str | None = Field(None, alias="executionArn")
     # The version (ECS counts them per task) of the last event of the session's own task applied.

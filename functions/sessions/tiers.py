@@ -1,6 +1,6 @@
 """Named task sizes. Every tier is checked against the CPU/memory pairs Fargate accepts at import.
 
-Fargate rejects other pairs at RunTask time (AWS_FACTS.md): 0.5 vCPU with 512 MiB, which the original
+Fargate rejects other pairs at RunTask time (docs/aws-facts.md): 0.5 vCPU with 512 MiB, which the original
 spec asked for, is one of them. Failing at import turns a bad edit into a failed deploy test, not a
 session that never starts.
 """

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,7 @@ from typing import Any
 
 import boto3
 
-from tests.support import free_port
+from tests.support import eventually, free_port
 
 CLOUDIDE = Path(sys.executable).with_name("cloudide")
 STARTUP_TIMEOUT_S = 120.0
@@ -74,16 +73,12 @@ class Deployment:
     def wait_status(
         self, session_id: str, *statuses: str, user: str = "me", timeout_s: float = 60.0
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            session = self.session(session_id, user=user)
-            if session["status"] in statuses:
-                return session
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"session {session_id} is {session}, not {statuses}, after {timeout_s} s"
-                )
-            time.sleep(0.2)
+        return eventually(
+            lambda: (session := self.session(session_id, user=user))["status"] in statuses and session,
+            timeout_s,
+            interval=0.2,
+            explain=lambda: f"session {session_id} is {self.session(session_id, user=user)}, not {statuses}",
+        )
 
     # -- its AWS, as an operator sees it ------------------------------------------------------------------
 
@@ -166,9 +161,9 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def wait_healthy(stack: RunningStack, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
     stack_json = stack.state_dir / "stack.json"
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         if stack.process.poll() is not None:
             raise AssertionError(f"cloudide local exited with {stack.process.returncode}:\n{stack.output}")
         if stack_json.is_file():
@@ -177,10 +172,10 @@ def wait_healthy(stack: RunningStack, timeout_s: float = STARTUP_TIMEOUT_S) -> N
                 contextlib.suppress(OSError, ValueError),
                 urllib.request.urlopen(stack.api + "/health", timeout=2) as response,
             ):
-                if json.loads(response.read()).get("status") == "ready":
-                    return
-        time.sleep(0.2)
-    raise AssertionError(f"cloudide local not healthy after {timeout_s} s:\n{stack.output}")
+                return bool(json.loads(response.read()).get("status") == "ready")
+        return False
+
+    eventually(healthy, timeout_s, interval=0.2, explain=lambda: stack.output)
 
 
 def stop(stack: RunningStack, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> int:

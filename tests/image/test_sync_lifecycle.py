@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +128,11 @@ def test_injected_errors_and_an_outage_are_retried_without_loss(
     agent = agents(client).start()  # initial pull under 30% failures
     assert len(local_files(root)) == 30
     faults.outage = True  # S3 down: every local change must wait, not vanish
+    injected_before = faults.injected
     for i in range(30):
         (root / f"local/{i}.txt").parent.mkdir(exist_ok=True)
         (root / f"local/{i}.txt").write_text(f"local {i}")
-    time.sleep(1.5)
+    eventually(lambda: faults.injected > injected_before, 30)  # the agent tried during the outage
     faults.outage = False
     assert agent.stop() == 0
 

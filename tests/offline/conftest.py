@@ -1,12 +1,13 @@
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cloudide.offline.stack import OfflineAws
+from tests.support import eventually
 
 FIXTURE_TEMPLATE = Path(__file__).parent / "fixtures" / "template.yaml"
 
@@ -17,17 +18,8 @@ def aws() -> Iterator[OfflineAws]:
         yield offline
 
 
-def wait_for(probe: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := probe():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
 def finished(sfn: Any, execution_arn: str) -> dict[str, Any]:
-    return wait_for(
+    return eventually(
         lambda: (d := sfn.describe_execution(executionArn=execution_arn))["status"] != "RUNNING" and d
     )
 

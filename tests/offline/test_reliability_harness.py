@@ -13,15 +13,15 @@ import pytest
 from botocore.exceptions import ClientError
 
 from cloudide.offline import faults, moto_fixes
+from cloudide.offline.moto_fixes import runtime
 from cloudide.offline.stack import OfflineAws
-from tests.offline.conftest import wait_for
+from tests.support import eventually
 
 
 @pytest.fixture
 def injected(aws: OfflineAws) -> Iterator[faults.AwsFaults]:
-    yield faults.install()
-    faults.FAULTS.clear()
-    moto_fixes.SETTINGS.function_failures.clear()
+    with faults.install().scoped() as injected, moto_fixes.SETTINGS.scoped():
+        yield injected
 
 
 def _recorded(aws: OfflineAws, pk: str) -> bool:
@@ -47,11 +47,13 @@ def test_an_async_invocation_is_retried_twice(
     # Three attempts in all: each failed one uses up an injected failure. Waiting on that (not on a
     # fixed sleep) keeps the test exact on a busy machine.
     retries_s = sum(moto_fixes.ASYNC_RETRY_DELAYS) * moto_fixes.SETTINGS.wait_scale
-    wait_for(lambda: moto_fixes.SETTINGS.function_failures[function] == max(0, failures - 3), retries_s + 30)
+    eventually(
+        lambda: moto_fixes.SETTINGS.function_failures[function] == max(0, failures - 3), retries_s + 30
+    )
     if recorded:
-        wait_for(lambda: _recorded(aws, pk), 30)
-    else:  # the third failure was the last attempt: no fourth one comes, however long we wait
-        time.sleep(max(moto_fixes.ASYNC_RETRY_DELAYS) * moto_fixes.SETTINGS.wait_scale + 0.5)
+        eventually(lambda: _recorded(aws, pk), 30)
+    else:  # the third failure was the last attempt: no fourth one comes
+        eventually(lambda: runtime.async_invocations_running() == 0, retries_s + 30)
         assert not _recorded(aws, pk)
 
 
@@ -80,11 +82,11 @@ def test_stopping_an_execution_that_waits_for_a_callback_aborts_it(aws: OfflineA
         ),
     )["stateMachineArn"]
     execution = sfn.start_execution(stateMachineArn=machine)["executionArn"]
-    wait_for(lambda: _recorded(aws, "waiting"))  # the task runs and waits for its token
+    eventually(lambda: _recorded(aws, "waiting"))  # the task runs and waits for its token
 
     sfn.stop_execution(executionArn=execution)
 
-    status = wait_for(
+    status = eventually(
         lambda: (s := sfn.describe_execution(executionArn=execution)["status"]) != "RUNNING" and s
     )
     assert status == "ABORTED"

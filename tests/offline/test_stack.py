@@ -10,7 +10,8 @@ from cloudide.offline import preflight
 from cloudide.offline.ecs import CAPACITY_UNAVAILABLE
 from cloudide.offline.preflight import DeployRefused
 from cloudide.offline.stack import DeployError, OfflineAws, deploy
-from tests.offline.conftest import FIXTURE_TEMPLATE, finished, wait_for
+from tests.offline.conftest import FIXTURE_TEMPLATE, finished
+from tests.support import eventually
 
 
 def start_flow(aws: OfflineAws, pk: str) -> str:
@@ -22,7 +23,7 @@ def start_flow(aws: OfflineAws, pk: str) -> str:
 def token_item(aws: OfflineAws, pk: str) -> dict:
     ddb = aws.client("dynamodb")
     table = aws.stack.outputs["TableName"]
-    return wait_for(lambda: ddb.get_item(TableName=table, Key={"pk": {"S": f"token#{pk}"}}).get("Item"))
+    return eventually(lambda: ddb.get_item(TableName=table, Key={"pk": {"S": f"token#{pk}"}}).get("Item"))
 
 
 def test_deploy_resolves_outputs_parameters_and_conditions(aws: OfflineAws) -> None:
@@ -73,7 +74,7 @@ def test_workflow_runs_lambda_ecs_callback_dynamodb_and_stop(aws: OfflineAws) ->
     # The task event reached the rule's Lambda, with the function's environment.
     ddb = aws.client("dynamodb")
     table = aws.stack.outputs["TableName"]
-    recorded = wait_for(lambda: ddb.get_item(TableName=table, Key={"pk": {"S": task_arn}}).get("Item"))
+    recorded = eventually(lambda: ddb.get_item(TableName=table, Key={"pk": {"S": task_arn}}).get("Item"))
     assert recorded["source"] == {"S": "aws.ecs"} and recorded["stage"] == {"S": "dev"}
 
 

@@ -15,6 +15,7 @@ from sessions.store import SessionStore
 from cloudide.offline import moto_fixes
 from cloudide.offline.fargate import TaskScript
 from cloudide.offline.faults import FAULTS
+from tests.support import eventually
 from tests.workflow.conftest import Offline
 
 GRACE = 2.1  # past the test stack's 1 s grace, counted from the end of a record's whole second
@@ -115,9 +116,8 @@ def test_lost_stopped_event_is_repaired_by_the_reconciler(offline: Offline) -> N
     offline.lifecycle.request_stop(session.session_id, "user")
     stuck = offline.wait_parked(session.session_id, WaitingFor.STOPPED)
     assert stuck.task_arn
-    while offline.task_status(stuck.task_arn) != "STOPPED":
-        time.sleep(0.05)
-    time.sleep(GRACE)
+    eventually(lambda: offline.task_status(stuck.task_arn) == "STOPPED")
+    offline.clock.advance(GRACE)
     assert offline.store.require(session.session_id).status is Status.STOPPING, "nothing settles it alone"
     # When the reconciler runs once
     report = offline.reconcile()
@@ -137,7 +137,7 @@ def test_workflow_aborted_externally_is_wound_down_by_the_reconciler(offline: Of
     ready = offline.wait_parked(session.session_id, WaitingFor.STOP)
     offline.aws.client("stepfunctions").stop_execution(executionArn=execution)
     assert offline.wait_execution(execution)["status"] == "ABORTED"
-    time.sleep(GRACE)
+    offline.clock.advance(GRACE)
     # When the reconciler runs
     report = offline.reconcile()
     # Then the task is stopped and the record ends FAILED, saying why

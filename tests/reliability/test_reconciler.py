@@ -7,7 +7,6 @@ schedule would. The test stack's grace period is 1 s (template default 120 s).
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from sessions.callbacks import WorkflowCallbacks
@@ -69,7 +68,7 @@ def test_a_task_without_a_live_session_is_stopped(offline: Offline) -> None:
     offline.fargate.scripts[session.session_id] = TaskScript(start_events=False)
     ended_sessions_task = _run_stray_task(offline, session.session_id)
     unknown_task = _run_stray_task(offline, "no-such-session")
-    time.sleep(GRACE)
+    offline.clock.advance(GRACE)
     assert len(offline.violations()) == 2, "the invariant check sees both leaks"
 
     report = offline.reconcile()
@@ -118,7 +117,7 @@ def test_two_runs_at_once_repair_everything_once(offline: Offline) -> None:
     execution = offline.start(session)
     offline.wait_status(session.session_id, Status.READY)
     offline.aws.client("stepfunctions").stop_execution(executionArn=execution)
-    time.sleep(1)  # a record's whole-second timestamps make it up to 1 s younger than it is
+    offline.clock.advance(1)  # a record's whole-second timestamps make it up to 1 s younger than it is
     reports: list[Any] = []
 
     # When two reconcilers run at the same moment
@@ -152,7 +151,7 @@ def test_a_workflow_still_running_for_an_ended_session_is_stopped(offline: Offli
     execution = offline.start(session)
     ready = offline.wait_parked(session.session_id, WaitingFor.STOP)
     offline.store.transition(session.session_id, Status.FAILED, reason="ended by an operator")
-    time.sleep(GRACE)
+    offline.clock.advance(GRACE)
 
     report = offline.reconcile()
 

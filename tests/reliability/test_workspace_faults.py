@@ -5,7 +5,6 @@ SIGTERM where ECS would. The invariant check then also requires every saved file
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from sessions.record import Session, Status, WaitingFor
 
 from cloudide.offline.faults import FAULTS
 from tests.image.conftest import InProcessAgent
+from tests.support import eventually
 from tests.workflow.conftest import Offline
 
 FLUSH_DEADLINE_SECONDS = 20
@@ -86,8 +86,7 @@ def test_s3_unavailable_during_the_final_flush_for_less_than_the_deadline(
     _save(terminal.root, range(10, 30))
     # When the user stops the session (SIGTERM: the final flush starts while S3 is still down)
     offline.lifecycle.request_stop(terminal.session.session_id, "user")
-    time.sleep(2)
-    hits_during_flush = outage.hits
+    hits_during_flush = eventually(lambda: outage.hits, 30)
     FAULTS.remove(outage)  # S3 comes back, well within the flush deadline
     # Then the flush retries until S3 answers, the session stops normally and nothing is lost
     timeout = FLUSH_DEADLINE_SECONDS + 10

@@ -1,4 +1,4 @@
-"""Framing: the SSM_PROTOCOL.md test vectors byte for byte, and decoding that refuses bad frames."""
+"""Framing: the docs/ssm-protocol.md test vectors byte for byte, and decoding that refuses bad frames."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ ACK_V4 = (
     b'"d4e86282-ef50-4949-ac64-a630cf2be4f9","AcknowledgedMessageSequenceNumber":0,"IsSequentialMessage":true}'
 )
 
-# (fields, hex) straight from SSM_PROTOCOL.md section 7.
+# (fields, hex) straight from docs/ssm-protocol.md section 7.
 VECTORS = {
     "V1": (
         dict(

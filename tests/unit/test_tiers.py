@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sessions.tiers import TIERS, Tier, is_valid_fargate_size
 
-# Fargate's Linux task sizes (AWS_FACTS.md): CPU units -> accepted memory (MiB).
+# Fargate's Linux task sizes (docs/aws-facts.md): CPU units -> accepted memory (MiB).
 FARGATE_SIZES = {
     256: {512, 1024, 2048},
     512: set(range(1024, 4097, 1024)),

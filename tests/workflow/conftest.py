@@ -8,13 +8,13 @@ emitting the task-state events that the real rule delivers to the real handler.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sessions import clock
 from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
 from sessions.ecs_tasks import EcsTasks
@@ -23,8 +23,10 @@ from sessions.record import Session, Status, WaitingFor
 from sessions.store import SessionStore
 
 from cloudide.offline import faults, invariants, moto_fixes
+from cloudide.offline.clock import ScaledClock
 from cloudide.offline.fargate import FakeFargate
 from cloudide.offline.stack import OfflineAws
+from cloudide.offline.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -38,6 +40,7 @@ class Offline:
     state_machine_arn: str
     fargate: FakeFargate
     table_name: str
+    clock: ScaledClock  # the handlers' time: `clock.advance(s)` lets a grace pass without sleeping
     created: list[str] = field(default_factory=list)  # sessions this test made: the invariants' scope
     # Workspaces a sync agent kept for this test (S3 key prefix -> local root): their files must be in S3.
     workspaces: dict[str, Path] = field(default_factory=dict)
@@ -73,36 +76,31 @@ class Offline:
         )
 
     def wait_status(self, session_id: str, *statuses: Status, timeout: float = 20) -> Session:
-        deadline = time.monotonic() + timeout
-        while True:
-            session = self.store.require(session_id)
-            if session.status in statuses:
-                return session
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"session still {session.status} ({session.status_reason}), wanted {statuses}"
-                )
-            time.sleep(0.05)
+        def current() -> Session:
+            return self.store.require(session_id)
+
+        return eventually(
+            lambda: (session := current()).status in statuses and session,
+            timeout,
+            explain=lambda: f"session {current().status} ({current().status_reason}), wanted {statuses}",
+        )
 
     def wait_parked(self, session_id: str, waiting_for: WaitingFor, timeout: float = 20) -> Session:
         """Until the workflow has parked its callback token for `waiting_for` on the record."""
-        deadline = time.monotonic() + timeout
-        while (session := self.store.require(session_id)).waiting_for is not waiting_for:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no token parked for {waiting_for} (session {session.status})")
-            time.sleep(0.05)
-        return session
+        return eventually(
+            lambda: (session := self.store.require(session_id)).waiting_for is waiting_for and session,
+            timeout,
+            explain=lambda: f"no token parked for {waiting_for}",
+        )
 
     def wait_execution(self, execution_arn: str, timeout: float = 30) -> dict[str, Any]:
         sfn = self.aws.client("stepfunctions")
-        deadline = time.monotonic() + timeout
-        while (described := sfn.describe_execution(executionArn=execution_arn))[
-            "status"
-        ] not in TERMINAL_STATES:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"execution still {described['status']} after {timeout} s")
-            time.sleep(0.05)
-        return described
+        return eventually(
+            lambda: (
+                (d := sfn.describe_execution(executionArn=execution_arn))["status"] in TERMINAL_STATES and d
+            ),
+            timeout,
+        )
 
     def history(self, execution_arn: str) -> list[dict[str, Any]]:
         sfn = self.aws.client("stepfunctions")
@@ -125,14 +123,12 @@ class Offline:
     def wait_task_status(self, task_arn: str, last_status: str, timeout: float = 20) -> dict[str, Any]:
         """The task as DescribeTasks shows it once it has reached `last_status`."""
         ecs = self.aws.client("ecs")
-        deadline = time.monotonic() + timeout
-        while (task := ecs.describe_tasks(cluster=self.cluster, tasks=[task_arn])["tasks"][0])[
-            "lastStatus"
-        ] != last_status:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"task {task_arn} still {task['lastStatus']}, wanted {last_status}")
-            time.sleep(0.05)
-        return dict(task)
+
+        def reached() -> dict[str, Any] | None:
+            task = ecs.describe_tasks(cluster=self.cluster, tasks=[task_arn])["tasks"][0]
+            return dict(task) if task["lastStatus"] == last_status else None
+
+        return eventually(reached, timeout, explain=lambda: f"{task_arn} is {self.task_status(task_arn)}")
 
     def reconcile(self) -> dict[str, Any]:
         """One reconciler run: the deployed function, invoked as its schedule would (schedules do not
@@ -194,25 +190,23 @@ def offline_stack(stack_parameters: dict[str, str]) -> Iterator[OfflineAws]:
 def offline(offline_stack: OfflineAws, monkeypatch: pytest.MonkeyPatch) -> Iterator[Offline]:
     # Workflow steps must not sleep while holding the offline Lambda lock: the Retry rules do the waiting.
     monkeypatch.setenv("AGENT_POLL_SECONDS", "0")
-    moto_fixes.SETTINGS.wait_scale = 1.0
     stack = offline_stack.stack
     assert stack is not None
     cluster = stack.outputs["ClusterName"]
     fargate = FakeFargate(offline_stack, cluster)
-    fargate.start()
-    try:
-        yield Offline(
-            aws=offline_stack,
-            store=SessionStore(stack.outputs["SessionsTableName"]),
-            cluster=cluster,
-            state_machine_arn=stack.outputs["StateMachineArn"],
-            fargate=fargate,
-            table_name=stack.outputs["SessionsTableName"],
-        )
-    finally:
-        fargate.close()
-        moto_fixes.SETTINGS.wait_scale = 1.0
-        moto_fixes.SETTINGS.run_task_faults.clear()
-        moto_fixes.SETTINGS.stop_task_listeners.clear()
-        moto_fixes.SETTINGS.function_failures.clear()
-        faults.FAULTS.clear()
+    handlers_clock = ScaledClock()
+    monkeypatch.setattr(clock, "precise_now", handlers_clock.precise_now)
+    with moto_fixes.SETTINGS.scoped(wait_scale=1.0), faults.FAULTS.scoped():
+        fargate.start()
+        try:
+            yield Offline(
+                aws=offline_stack,
+                store=SessionStore(stack.outputs["SessionsTableName"]),
+                cluster=cluster,
+                state_machine_arn=stack.outputs["StateMachineArn"],
+                fargate=fargate,
+                table_name=stack.outputs["SessionsTableName"],
+                clock=handlers_clock,
+            )
+        finally:
+            fargate.close()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from sessions import clock
-from sessions.record import Status
+from sessions.record import Status, WaitingFor
 
 from cloudide.offline import moto_fixes
 from cloudide.offline.fargate import TaskScript
@@ -48,8 +48,8 @@ def test_user_stop_while_the_task_is_starting(offline: Offline) -> None:
     offline.fargate.script = TaskScript(reach_running=False)
     session = offline.new_session()
     execution = offline.start(session)
+    offline.wait_parked(session.session_id, WaitingFor.RUNNING)  # the task is PENDING; the workflow waits
     starting = offline.wait_status(session.session_id, Status.STARTING)
-    time.sleep(0.3)  # the task is PENDING; the workflow waits for RUNNING
 
     offline.lifecycle.request_stop(session.session_id, "user")
 

@@ -6,15 +6,16 @@ workflow alone cannot force the "event before token" order); the idle race runs 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
+from sessions import clock
 from sessions.config import Settings
 from sessions.ecs_tasks import EcsTasks, TaskFacts
 from sessions.lifecycle import Lifecycle
 from sessions.record import Status, TaskStatus
 
+from tests.support import eventually
 from tests.workflow.conftest import Offline
 
 
@@ -112,9 +113,12 @@ def test_activity_racing_the_idle_timeout_keeps_the_session(offline: Offline) ->
     # Given a READY session with a 2-second idle timeout
     session = offline.new_session(idle_seconds=2)
     execution = offline.start(session)
-    offline.wait_status(session.session_id, Status.READY)
-    # When activity is recorded just before the timer fires but its heartbeat never reaches the workflow
-    time.sleep(1.6)
+    ready = offline.wait_status(session.session_id, Status.READY)
+    # When activity is recorded before the timer fires but its heartbeat never reaches the workflow: in
+    # a later (whole) second than READY, so that it moves the deadline, and at once, so that it lands
+    # well before the 2-second timer even on a busy machine
+    assert ready.ready_at
+    eventually(lambda: clock.now() > clock.parse(ready.ready_at))
     assert offline.store.touch_activity(session.session_id, coalesce_seconds=0) is not None
     # Then the timer's evaluation sees the activity and watches again; the session stops only later
     assert offline.wait_execution(execution)["status"] == "SUCCEEDED"

@@ -1,38 +1,35 @@
 """Every correction the offline harness applies to moto 5.2.5, one module per service.
 
-Each correction is a function named for the moto behaviour it corrects. Its docstring says what moto
-does, what AWS does, and when the correction can go (each has a test in tests/offline/test_moto_fixes.py
-that shows the moto behaviour with the correction off). `install()` applies them all, idempotently, by
-patching moto classes in this process; moto must run in this process (in-process `mock_aws` or a
-`ThreadedMotoServer`), because the patches live here.
+`CORRECTIONS` lists them: each entry names what moto does, what AWS does, the function that patches
+moto (its docstring says how, and when it can go) and a probe that tells the two apart. The probes are
+the proof that each correction is still needed and still works: `proof.run_probes()` runs every probe
+on plain moto (where it must fail) and on corrected moto (where it must pass), each in its own
+interpreter; tests/offline/test_moto_fixes.py requires both for every entry.
 
-Runtime settings (time scale, the ExecuteCommand stream URL factory, code folders of Lambda functions,
-RunTask fault injection) are held in `SETTINGS` (`settings.py`) and may change between tests without
-reinstalling. The in-process Lambda runtime is `runtime.py`.
+`install()` applies them all, idempotently, by patching moto classes in this process; moto must run in
+this process (in-process `mock_aws` or a `ThreadedMotoServer`), because the patches live here. The
+knobs the corrections read at call time (time scale, the ExecuteCommand stream URL factory, code
+folders of Lambda functions, RunTask and function fault injection) are `SETTINGS` (`settings.py`);
+`SETTINGS.scoped(...)` changes them for a block. The in-process Lambda runtime is `runtime.py`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from cloudide.offline.moto_fixes.cloudformation import (
+    CFN_REST_API,
+    CFN_STATE_MACHINE,
+    CFN_TASK_DEFINITION,
+    CFN_UNSUPPORTED_TYPES,
     PlaceholderResource,
-    fix_cfn_rest_api,
-    fix_cfn_state_machine,
-    fix_cfn_task_definition,
-    fix_cfn_unsupported_types,
 )
-from cloudide.offline.moto_fixes.dynamodb import fix_dynamodb_atomic_items
-from cloudide.offline.moto_fixes.ecs import (
-    find_task,
-    fix_ecs_execute_command,
-    fix_ecs_run_task,
-    fix_ecs_task_status,
-)
-from cloudide.offline.moto_fixes.events import fix_eventbridge_targets
-from cloudide.offline.moto_fixes.lambda_ import fix_lambda_invoke
-from cloudide.offline.moto_fixes.presigned_sigv4 import fix_presigned_sigv4
+from cloudide.offline.moto_fixes.correction import Correction
+from cloudide.offline.moto_fixes.dynamodb import DYNAMODB_ATOMIC_ITEMS
+from cloudide.offline.moto_fixes.ecs import ECS_EXECUTE_COMMAND, ECS_RUN_TASK, ECS_TASK_STATUS, find_task
+from cloudide.offline.moto_fixes.events import EVENTBRIDGE_TARGETS
+from cloudide.offline.moto_fixes.lambda_ import LAMBDA_INVOKE
+from cloudide.offline.moto_fixes.presigned_sigv4 import PRESIGNED_SIGV4
 from cloudide.offline.moto_fixes.runtime import ASYNC_RETRY_DELAYS, LambdaContext, invoke_in_process
 from cloudide.offline.moto_fixes.settings import (
     CODE_BUCKET,
@@ -42,15 +39,16 @@ from cloudide.offline.moto_fixes.settings import (
     Settings,
     unreachable_exec_session,
 )
+from cloudide.offline.moto_fixes.ssm import TERMINATE_SESSION
 from cloudide.offline.moto_fixes.stepfunctions import (
-    fix_callback_heartbeat,
-    fix_ecs_run_task_integration,
-    fix_execution_context,
-    fix_indexed_json_path,
-    fix_sdk_error_names,
-    fix_service_integration_casing,
-    fix_stop_execution,
-    fix_time_scale,
+    CALLBACK_HEARTBEAT,
+    ECS_RUN_TASK_INTEGRATION,
+    EXECUTION_CONTEXT,
+    INDEXED_JSON_PATH,
+    SDK_ERROR_NAMES,
+    SERVICE_INTEGRATION_CASING,
+    STOP_EXECUTION,
+    TIME_SCALE,
 )
 
 __all__ = [
@@ -59,6 +57,7 @@ __all__ = [
     "CORRECTIONS",
     "MOTO_VERSION",
     "SETTINGS",
+    "Correction",
     "ExecSessionFactory",
     "LambdaContext",
     "PlaceholderResource",
@@ -76,27 +75,29 @@ MOTO_VERSION = "5.2.5"
 _installed = False
 _install_lock = threading.Lock()
 
-CORRECTIONS: tuple[Callable[[], None], ...] = (
-    fix_service_integration_casing,
-    fix_sdk_error_names,
-    fix_ecs_run_task_integration,
-    fix_indexed_json_path,
-    fix_execution_context,
-    fix_callback_heartbeat,
-    fix_stop_execution,
-    fix_time_scale,
-    fix_lambda_invoke,
-    fix_dynamodb_atomic_items,
-    fix_eventbridge_targets,
-    fix_ecs_task_status,
-    fix_ecs_run_task,
-    fix_ecs_execute_command,
-    fix_cfn_state_machine,
-    fix_cfn_task_definition,
-    fix_cfn_rest_api,
-    fix_cfn_unsupported_types,
-    fix_presigned_sigv4,
+CORRECTIONS: tuple[Correction, ...] = (
+    SERVICE_INTEGRATION_CASING,
+    SDK_ERROR_NAMES,
+    ECS_RUN_TASK_INTEGRATION,
+    INDEXED_JSON_PATH,
+    EXECUTION_CONTEXT,
+    CALLBACK_HEARTBEAT,
+    STOP_EXECUTION,
+    TIME_SCALE,
+    LAMBDA_INVOKE,
+    DYNAMODB_ATOMIC_ITEMS,
+    EVENTBRIDGE_TARGETS,
+    ECS_TASK_STATUS,
+    ECS_RUN_TASK,
+    ECS_EXECUTE_COMMAND,
+    CFN_STATE_MACHINE,
+    CFN_TASK_DEFINITION,
+    CFN_REST_API,
+    CFN_UNSUPPORTED_TYPES,
+    PRESIGNED_SIGV4,
+    TERMINATE_SESSION,
 )
+"""Applied in this order by `install()`. Each entry's probe proves it: `proof.run_probes()`."""
 
 
 def install(
@@ -115,8 +116,7 @@ def install(
     with _install_lock:
         if not _installed:
             for correction in CORRECTIONS:
-                correction()
-            __import__("cloudide.offline.ssm_sessions").offline.ssm_sessions.fix_ssm_terminate_session()
+                correction.install()
             _installed = True
         # mock_aws() resets registered transitions on exit; set ours again for every new mock.
         state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**12})

@@ -10,6 +10,9 @@ import logging
 import re
 from typing import Any
 
+from cloudide.offline.moto_fixes import probing
+from cloudide.offline.moto_fixes.correction import Correction
+
 LOG = logging.getLogger(__name__)
 
 
@@ -18,11 +21,8 @@ def _substitute(definition: str, substitutions: dict[str, Any]) -> str:
 
 
 def fix_cfn_state_machine() -> None:
-    """moto's AWS::StepFunctions::StateMachine ignores `Definition` (object) and
-    `DefinitionSubstitutions`, and creates the machine in the plain back end even when the interpreter
-    (`execute_state_machine`) is on, so StartExecution never runs it. This substitutes `${Name}`,
-    accepts `Definition`/`DefinitionString`, and creates it where StartExecution looks. Delete when
-    moto's resource does all three."""
+    """Substitutes `${Name}`, accepts `Definition`/`DefinitionString`, and creates the machine where
+    StartExecution looks. Delete when moto's resource does all three."""
     from moto.stepfunctions.models import StateMachine
     from moto.stepfunctions.responses import get_backend
 
@@ -53,9 +53,7 @@ def fix_cfn_state_machine() -> None:
 
 
 def fix_cfn_task_definition() -> None:
-    """moto's AWS::ECS::TaskDefinition keeps only the family, containers, volumes and memory: the task
-    role, CPU, network mode, compatibilities and platform are dropped, so a task started from it has no
-    role to assume and no size to enforce. This registers every property. Delete when moto does."""
+    """Registers every property of the resource. Delete when moto does."""
     from moto.core.utils import pascal_to_camelcase, remap_nested_keys
     from moto.ecs.models import TaskDefinition, ecs_backends
 
@@ -85,10 +83,8 @@ def fix_cfn_task_definition() -> None:
 
 
 def fix_cfn_rest_api() -> None:
-    """moto's AWS::ApiGateway::RestApi requires `Name` (AWS takes it from an OpenAPI `Body`) and ignores
-    `Body`; AWS::ApiGateway::Stage is not supported. The REST API is imported from `Body` when moto can
-    parse it (the offline stack serves the API itself, so a partial import only logs a warning).
-    Delete when moto supports both."""
+    """The REST API is imported from `Body` when moto can parse it (the offline stack serves the API
+    itself, so a partial import only logs a warning). Delete when moto supports both."""
     from moto.apigateway.models import RestAPI, Stage, apigateway_backends
 
     def create_api(
@@ -189,10 +185,8 @@ class PlaceholderResource(_cloudformation_model()):  # type: ignore[misc]
 
 
 def fix_cfn_unsupported_types() -> None:
-    """moto's CloudFormation skips resource types it does not model, and then `Ref`/`GetAtt` on them
-    fail the stack. Unsupported types get a `PlaceholderResource` instead, so a template that also
-    declares Cognito pools, VPC endpoints, alarms and the like still deploys. Delete per type as moto
-    adds models (it never models all of them)."""
+    """Unsupported types get a `PlaceholderResource`. Delete per type as moto adds models (it never
+    models all of them)."""
     from moto.cloudformation import parsing
 
     original = parsing.__dict__.get("_cloudide_original_class_from_type", parsing.resource_class_from_type)
@@ -207,3 +201,113 @@ def fix_cfn_unsupported_types() -> None:
         return PlaceholderResource
 
     parsing.resource_class_from_type = resource_class_from_type
+
+
+def _probe_cfn_state_machine() -> None:
+    definition = {
+        "StartAt": "P",
+        "States": {"P": {"Type": "Pass", "Result": {"greeting": "${Greeting}"}, "End": True}},
+    }
+    machine = {
+        "Type": "AWS::StepFunctions::StateMachine",
+        "Properties": {
+            "RoleArn": probing.ROLE_ARN,
+            "Definition": definition,
+            "DefinitionSubstitutions": {"Greeting": "hello"},
+        },
+    }
+    stack = probing.deploy({"Machine": machine}, {"Arn": {"Value": {"Ref": "Machine"}}})
+    arn = stack["Outputs"][0]["OutputValue"]
+    execution = probing.client("stepfunctions").start_execution(stateMachineArn=arn)["executionArn"]
+    described = probing.finished(execution, timeout=5)
+    assert json.loads(described.get("output") or "null") == {"greeting": "hello"}, described
+
+
+TASK_DEFINITION = {
+    "Type": "AWS::ECS::TaskDefinition",
+    "Properties": {
+        "Family": "from-cfn",
+        "Cpu": "256",
+        "Memory": "512",
+        "NetworkMode": "awsvpc",
+        "RequiresCompatibilities": ["FARGATE"],
+        "TaskRoleArn": "arn:aws:iam::123456789012:role/task",
+        "ContainerDefinitions": [{"Name": "x", "Image": "i"}],
+    },
+}
+
+
+def _probe_cfn_task_definition() -> None:
+    stack = probing.deploy({"Definition": TASK_DEFINITION}, {"Arn": {"Value": {"Ref": "Definition"}}})
+    arn = stack["Outputs"][0]["OutputValue"]
+    described = probing.client("ecs").describe_task_definition(taskDefinition=arn)["taskDefinition"]
+    kept = {key: described.get(key) for key in ("taskRoleArn", "cpu", "networkMode")}
+    assert kept == {
+        "taskRoleArn": "arn:aws:iam::123456789012:role/task",
+        "cpu": "256",
+        "networkMode": "awsvpc",
+    }, kept
+
+
+def _probe_cfn_rest_api() -> None:
+    body = {"swagger": "2.0", "info": {"title": "probe-api", "version": "1"}, "paths": {}}
+    resources = {
+        "Api": {"Type": "AWS::ApiGateway::RestApi", "Properties": {"Body": body}},
+        "Stage": {
+            "Type": "AWS::ApiGateway::Stage",
+            "Properties": {"RestApiId": {"Ref": "Api"}, "StageName": "prod", "DeploymentId": "none"},
+        },
+    }
+    stack = probing.deploy(resources)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    apis = probing.client("apigateway").get_rest_apis()["items"]
+    assert [api["name"] for api in apis] == ["probe-api"], apis
+
+
+def _probe_cfn_unsupported_types() -> None:
+    association = {
+        "Type": "AWS::ECS::ClusterCapacityProviderAssociations",
+        "Properties": {
+            "Cluster": "probe",
+            "CapacityProviders": ["FARGATE"],
+            "DefaultCapacityProviderStrategy": [],
+        },
+    }
+    outputs = {"Id": {"Value": {"Ref": "Association"}}}
+    stack = probing.deploy({"Association": association}, outputs)
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+    assert [output["OutputKey"] for output in stack.get("Outputs", [])] == ["Id"], stack
+
+
+CFN_STATE_MACHINE = Correction(
+    name="cfn-state-machine",
+    moto="AWS::StepFunctions::StateMachine ignores `Definition` (object) and `DefinitionSubstitutions` and"
+    " creates the machine where the interpreter never runs it",
+    aws="takes either definition form, substitutes `${Name}`, and StartExecution runs the machine",
+    install=fix_cfn_state_machine,
+    probe=_probe_cfn_state_machine,
+)
+CFN_TASK_DEFINITION = Correction(
+    name="cfn-task-definition",
+    moto="AWS::ECS::TaskDefinition keeps only family, containers, volumes and memory: task role, CPU,"
+    " network mode, compatibilities and platform are dropped",
+    aws="registers every property",
+    install=fix_cfn_task_definition,
+    probe=_probe_cfn_task_definition,
+)
+CFN_REST_API = Correction(
+    name="cfn-rest-api",
+    moto="AWS::ApiGateway::RestApi requires `Name` and ignores `Body`; AWS::ApiGateway::Stage is not"
+    " supported",
+    aws="takes the name and the API from the OpenAPI `Body`; creates the stage",
+    install=fix_cfn_rest_api,
+    probe=_probe_cfn_rest_api,
+)
+CFN_UNSUPPORTED_TYPES = Correction(
+    name="cfn-unsupported-types",
+    moto="skips resource types it does not model, and then `Ref`/`GetAtt` on them fail the stack",
+    aws="creates them (Cognito pools, VPC endpoints, alarms...); offline they become placeholders whose"
+    " `Ref` is the logical id and whose `GetAtt` is a name-shaped (or ARN-shaped) value",
+    install=fix_cfn_unsupported_types,
+    probe=_probe_cfn_unsupported_types,
+)

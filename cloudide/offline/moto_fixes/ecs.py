@@ -9,14 +9,16 @@ import datetime as dt
 import json
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from cloudide.offline.moto_fixes import probing
+from cloudide.offline.moto_fixes.correction import Correction
 from cloudide.offline.moto_fixes.settings import SETTINGS
 
 
 def fix_ecs_task_status() -> None:
-    """moto advances a task's status one step on every read (RUNNING -> DEACTIVATING -> ... as you
-    DescribeTasks). On AWS the status follows the task. The `ecs::task` transition is set to manual
-    with a huge count; `cloudide.offline.ecs.EcsDriver.set_task_status` moves it instead. moto also
-    starts tasks in RUNNING: new tasks start in PROVISIONING here, as on AWS. Delete when moto's
+    """Sets the `ecs::task` transition to manual with a huge count (`cloudide.offline.ecs.EcsDriver.
+    set_task_status` moves tasks instead) and starts new tasks in PROVISIONING. Delete when moto's
     default transition is manual."""
     from moto.ecs.models import Task
     from moto.moto_api import state_manager
@@ -45,13 +47,8 @@ def _ecs_error(code: str, message: str) -> Exception:
 
 
 def fix_ecs_run_task() -> None:
-    """moto's RunTask ignores `clientToken` (the same token twice starts two tasks), does not echo
-    `enableExecuteCommand`, never returns `failures[]`, crashes on awsvpc tasks without
-    `securityGroups`, and StopTask moves `lastStatus` straight to STOPPED. On AWS the same token with
-    the same parameters returns the original tasks (other parameters -> ClientException), the task
-    echoes enableExecuteCommand and carries an ExecuteCommandAgent, and StopTask only sets
-    desiredStatus (the task reports STOPPED once its containers exit). `SETTINGS.run_task_faults` lets a
-    test make the next calls return failures or raise. Delete the parts moto fixes."""
+    """Replaces RunTask and StopTask. `SETTINGS.run_task_faults` lets a test make the next RunTask calls
+    return failures or raise. Delete the parts moto fixes."""
     from moto.ecs.responses import EC2ContainerServiceResponse
 
     tokens: dict[tuple[str, str, str], tuple[str, list[str]]] = {}
@@ -160,10 +157,8 @@ def find_task(backend: Any, cluster: str, task: str) -> Any:
 
 
 def fix_ecs_execute_command() -> None:
-    """moto has no ExecuteCommand (NotImplementedError). This returns a session whose `streamUrl`
-    comes from `SETTINGS.exec_session_factory`; the peer behind it treats the token as single-use.
-    AWS refuses when the task was started without enableExecuteCommand, when it is not RUNNING, or when
-    its ExecuteCommandAgent is not RUNNING. Delete when moto implements ExecuteCommand."""
+    """Returns a session whose `streamUrl` comes from `SETTINGS.exec_session_factory`; the peer behind it
+    treats the token as single-use. Delete when moto implements ExecuteCommand."""
     from moto.core.responses import ActionResult
     from moto.ecs.responses import EC2ContainerServiceResponse
 
@@ -200,3 +195,60 @@ def fix_ecs_execute_command() -> None:
         )
 
     EC2ContainerServiceResponse.execute_command = execute_command
+
+
+def _probe_ecs_task_status() -> None:
+    ecs = probing.ecs_cluster_with_task_definition()
+    task = ecs.run_task(cluster="probe", taskDefinition="probe", launchType="FARGATE")["tasks"][0]
+    seen = [
+        ecs.describe_tasks(cluster="probe", tasks=[task["taskArn"]])["tasks"][0]["lastStatus"]
+        for _ in range(3)
+    ]
+    assert seen == ["PROVISIONING"] * 3, seen
+
+
+def _probe_ecs_run_task() -> None:
+    ecs = probing.ecs_cluster_with_task_definition()
+    once = {"cluster": "probe", "taskDefinition": "probe", "launchType": "FARGATE", "clientToken": "probe-1"}
+    first, again = (ecs.run_task(**once, enableExecuteCommand=True)["tasks"][0] for _ in range(2))
+    assert first["taskArn"] == again["taskArn"], "the same clientToken started a second task"
+    assert first.get("enableExecuteCommand") is True, first.get("enableExecuteCommand")
+
+
+def _probe_ecs_execute_command() -> None:
+    ecs = probing.ecs_cluster_with_task_definition()
+    task = ecs.run_task(cluster="probe", taskDefinition="probe", launchType="FARGATE")["tasks"][0]
+    try:
+        ecs.execute_command(cluster="probe", task=task["taskArn"], command="/bin/sh", interactive=True)
+    except ClientError as error:
+        assert error.response["Error"]["Code"] == "InvalidParameterException", error.response["Error"]
+    else:
+        raise AssertionError("ExecuteCommand reached a task started without enableExecuteCommand")
+
+
+ECS_TASK_STATUS = Correction(
+    name="ecs-task-status",
+    moto="starts tasks RUNNING and advances a task's status one step on every DescribeTasks",
+    aws="a task starts PROVISIONING and its status follows the task, however often it is read",
+    install=fix_ecs_task_status,
+    probe=_probe_ecs_task_status,
+)
+ECS_RUN_TASK = Correction(
+    name="ecs-run-task",
+    moto="RunTask ignores clientToken (the same token twice starts two tasks), does not echo"
+    " enableExecuteCommand, never returns failures[], crashes on awsvpc tasks without securityGroups and"
+    " on task-level-only memory; StopTask moves lastStatus straight to STOPPED",
+    aws="the same token with the same parameters returns the original tasks (other parameters:"
+    " ClientException); the task echoes enableExecuteCommand and carries an ExecuteCommandAgent;"
+    " StopTask only sets desiredStatus, the task reports STOPPED once its containers exit",
+    install=fix_ecs_run_task,
+    probe=_probe_ecs_run_task,
+)
+ECS_EXECUTE_COMMAND = Correction(
+    name="ecs-execute-command",
+    moto="has no ExecuteCommand (NotImplementedError)",
+    aws="returns a session (sessionId, streamUrl, tokenValue); refuses a task started without"
+    " enableExecuteCommand, one not RUNNING, or one whose ExecuteCommandAgent is not RUNNING",
+    install=fix_ecs_execute_command,
+    probe=_probe_ecs_execute_command,
+)

@@ -11,6 +11,10 @@ import logging
 import threading
 from typing import Any
 
+from cloudide.offline.moto_fixes import probing
+from cloudide.offline.moto_fixes.correction import Correction
+from cloudide.offline.waiting import eventually
+
 LOG = logging.getLogger(__name__)
 
 
@@ -51,10 +55,9 @@ def _deliver(target: dict[str, Any], event: dict[str, Any]) -> None:
 
 
 def fix_eventbridge_targets() -> None:
-    """moto's rules raise NotImplementedError for Lambda and Step Functions targets. This delivers to
-    them asynchronously (a thread per delivery, as EventBridge invokes asynchronously), honouring
-    Input, InputPath and InputTransformer; other targets keep moto's delivery. Delete when moto
-    delivers to both."""
+    """Delivers to Lambda and Step Functions targets on a thread each (EventBridge invokes them
+    asynchronously), honouring Input, InputPath and InputTransformer; other targets keep moto's
+    delivery. Delete when moto delivers to both."""
     from moto.events.models import Rule
 
     original = Rule.__dict__.get("_cloudide_original_send", Rule.send_to_targets)
@@ -74,3 +77,28 @@ def fix_eventbridge_targets() -> None:
             original(rest, original_event, transform_input)
 
     Rule.send_to_targets = send_to_targets
+
+
+def _probe_eventbridge_targets() -> None:
+    sfn = probing.client("stepfunctions")
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    machine = sfn.create_state_machine(
+        name="probe-target", definition=json.dumps(definition), roleArn=probing.ROLE_ARN
+    )["stateMachineArn"]
+    events = probing.client("events")
+    events.put_rule(Name="probe", EventPattern=json.dumps({"source": ["probe"]}))
+    target = {"Id": "machine", "Arn": machine, "RoleArn": probing.ROLE_ARN, "InputPath": "$.detail"}
+    events.put_targets(Rule="probe", Targets=[target])
+    events.put_events(Entries=[{"Source": "probe", "DetailType": "probe", "Detail": json.dumps({"n": 1})}])
+    started = eventually(lambda: sfn.list_executions(stateMachineArn=machine)["executions"], 5)
+    described = sfn.describe_execution(executionArn=started[0]["executionArn"])
+    assert json.loads(described["input"]) == {"n": 1}, described["input"]
+
+
+EVENTBRIDGE_TARGETS = Correction(
+    name="eventbridge-lambda-and-sfn-targets",
+    moto="a matching rule raises NotImplementedError for Lambda and Step Functions targets",
+    aws="invokes them asynchronously with the event, shaped by Input, InputPath or InputTransformer",
+    install=fix_eventbridge_targets,
+    probe=_probe_eventbridge_targets,
+)

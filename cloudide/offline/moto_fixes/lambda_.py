@@ -5,21 +5,21 @@
 
 from __future__ import annotations
 
+import io
 import json
-import threading
+import tempfile
+import zipfile
+from pathlib import Path
 from typing import Any
 
-from cloudide.offline.moto_fixes import runtime
-from cloudide.offline.moto_fixes.settings import SETTINGS
+from cloudide.offline.moto_fixes import probing, runtime
+from cloudide.offline.moto_fixes.correction import Correction
+from cloudide.offline.moto_fixes.settings import CODE_BUCKET, SETTINGS
 
 
 def fix_lambda_invoke() -> None:
-    """Without Docker, moto's Lambda invoke never runs the handler. This runs functions whose code is a
-    harness placeholder (`SETTINGS.code_folders`, filled by `cloudide.offline.sam`) in this process; a
-    raised exception becomes an `Unhandled` function error with `{errorType, errorMessage}`, so Step
-    Functions sees `errorType` as the error name, as on AWS. An asynchronous (`Event`) invocation
-    returns at once and runs on its own thread with Lambda's two retries (`runtime.ASYNC_RETRY_DELAYS`); moto
-    would run it once, inline. Other functions keep moto's behaviour.
+    """Runs functions whose code is a harness placeholder (`SETTINGS.code_folders`, filled by
+    `cloudide.offline.sam`) in this process with `runtime`; other functions keep moto's behaviour.
     Not a moto bug (moto would need Docker): permanent for Docker-less machines."""
     from moto.awslambda.models import LambdaFunction
 
@@ -31,7 +31,7 @@ def fix_lambda_invoke() -> None:
             return original(self, body, request_headers, response_headers)  # type: ignore[no-any-return]
         event = json.loads(body) if body else {}
         if request_headers.get("x-amz-invocation-type") == "Event":
-            threading.Thread(target=runtime.invoke_async, args=(self, event), daemon=True).start()
+            runtime.start_async(self, event)
             return b""
         payload, errored = runtime.invoke_in_process(self, event)
         if errored:
@@ -39,3 +39,42 @@ def fix_lambda_invoke() -> None:
         return json.dumps(payload, default=str).encode()
 
     LambdaFunction.invoke = invoke
+
+
+_PROBE_HANDLER = """
+def handler(event, context):
+    return {"echo": event, "function": context.function_name}
+"""
+
+
+def _probe_lambda_invoke() -> None:
+    placeholder = io.BytesIO()
+    with zipfile.ZipFile(placeholder, "w") as archive:
+        archive.writestr("placeholder", "")
+    probing.client("s3").create_bucket(Bucket=CODE_BUCKET)
+    probing.client("s3").put_object(Bucket=CODE_BUCKET, Key="probe", Body=placeholder.getvalue())
+    role = probing.client("iam").create_role(RoleName="probe-function", AssumeRolePolicyDocument="{}")
+    lambdas = probing.client("lambda")
+    with tempfile.TemporaryDirectory() as folder, SETTINGS.scoped(code_folders={"probe": Path(folder)}):
+        Path(folder, "probe_handler.py").write_text(_PROBE_HANDLER)
+        lambdas.create_function(
+            FunctionName="probe",
+            Runtime="python3.12",
+            Role=role["Role"]["Arn"],
+            Handler="probe_handler.handler",
+            Code={"S3Bucket": CODE_BUCKET, "S3Key": "probe"},
+        )
+        reply = lambdas.invoke(FunctionName="probe", Payload=b'{"n": 1}')
+        payload = json.loads(reply["Payload"].read())
+    assert "FunctionError" not in reply, payload
+    assert payload == {"echo": {"n": 1}, "function": "probe"}, payload
+
+
+LAMBDA_INVOKE = Correction(
+    name="lambda-invoke-in-process",
+    moto="runs a function's handler only in Docker; without it, invoke answers `error running docker`",
+    aws="runs the handler; a raised exception is an `Unhandled` function error with"
+    " `{errorType, errorMessage}`; an `Event` invocation returns at once and is retried twice on failure",
+    install=fix_lambda_invoke,
+    probe=_probe_lambda_invoke,
+)

@@ -117,13 +117,37 @@ ASYNC_RETRY_DELAYS = (60.0, 120.0)
 and then two minutes later; scaled by `SETTINGS.wait_scale` like every other wait offline."""
 
 
-def invoke_async(function: Any, event: Any) -> None:
-    """An `Event` invocation: run it now and retry a failure as the Lambda service does."""
-    _, errored = invoke_in_process(function, event)
-    for delay in ASYNC_RETRY_DELAYS:
-        if not errored:
-            return
-        time.sleep(delay * SETTINGS.wait_scale)
+_async_lock = threading.Lock()
+_async_running = 0
+
+
+def start_async(function: Any, event: Any) -> None:
+    """An `Event` invocation: returns at once; the handler runs on its own thread, a failure retried as
+    the Lambda service retries it."""
+    global _async_running
+    with _async_lock:
+        _async_running += 1
+    threading.Thread(target=_invoke_async, args=(function, event), daemon=True).start()
+
+
+def async_invocations_running() -> int:
+    """Event invocations not yet done with all their attempts: a test that asserts nothing more
+    happens waits for 0, not for a guessed time."""
+    with _async_lock:
+        return _async_running
+
+
+def _invoke_async(function: Any, event: Any) -> None:
+    global _async_running
+    try:
         _, errored = invoke_in_process(function, event)
-    if errored:
-        LOG.error("asynchronous invocation of %s failed after its retries", function.function_name)
+        for delay in ASYNC_RETRY_DELAYS:
+            if not errored:
+                return
+            time.sleep(delay * SETTINGS.wait_scale)
+            _, errored = invoke_in_process(function, event)
+        if errored:
+            LOG.error("asynchronous invocation of %s failed after its retries", function.function_name)
+    finally:
+        with _async_lock:
+            _async_running -= 1

@@ -6,10 +6,12 @@ function fault injection, and StopTask listeners live in `SETTINGS`.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,21 @@ class Settings:
     # function name -> how many of its next invocations fail before the handler runs
     function_failures: dict[str, int] = field(default_factory=dict)
     stop_task_listeners: list[Callable[[Any], None]] = field(default_factory=list)
+
+    @contextmanager
+    def scoped(self, **changes: Any) -> Iterator[Settings]:
+        """Apply `changes` for the block, then put every knob back as it was, including faults queued,
+        failures left and listeners added inside the block: a test cannot leak them into the next."""
+        saved = {f.name: copy.copy(getattr(self, f.name)) for f in fields(self)}
+        for name, value in changes.items():
+            if name not in saved:
+                raise TypeError(f"no setting named {name!r}")
+            setattr(self, name, value)
+        try:
+            yield self
+        finally:
+            for name, value in saved.items():
+                setattr(self, name, value)
 
 
 SETTINGS = Settings()

@@ -18,7 +18,10 @@ from typing import Any
 import botocore.session
 from botocore.exceptions import ClientError
 
+from cloudide.offline.moto_fixes import probing
+from cloudide.offline.moto_fixes.correction import Correction
 from cloudide.offline.moto_fixes.settings import SETTINGS
+from cloudide.offline.waiting import eventually
 
 
 @cache
@@ -31,11 +34,8 @@ def _operation_model(service: str, snake_action: str) -> Any:
 
 
 def fix_service_integration_casing() -> None:
-    """moto passes the workflow's PascalCase parameters straight to boto3 (`KeyError: 'Cluster'` for
-    aws-sdk:ecs:*) and hands camelCase responses back; AWS maps both ways through the API model.
-    moto's `StateTaskService._normalise_parameters/_normalise_response` are empty stubs; this wires them
-    to the interpreter's own `_to_boto_request`/`_from_boto_response`. Delete when moto fills the stubs.
-    """
+    """moto's `StateTaskService._normalise_parameters/_normalise_response` are empty stubs; this wires
+    them to the interpreter's own `_to_boto_request`/`_from_boto_response`. Delete when moto fills them."""
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import state_task_service
 
     cls = state_task_service.StateTaskService
@@ -65,9 +65,7 @@ def fix_service_integration_casing() -> None:
 
 
 def fix_sdk_error_names() -> None:
-    """moto names aws-sdk errors of services it has no binding for with the lower-case service name
-    (`ecs.InvalidParameterException`); AWS writes `Ecs.InvalidParameterException`. Delete when moto's
-    `_SERVICE_ERROR_NAMES` covers these services."""
+    """Delete when moto's `_SERVICE_ERROR_NAMES` covers these services."""
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
         state_task_service_aws_sdk as sdk,
     )
@@ -82,12 +80,8 @@ class _RunTaskFailures(Exception):
 
 
 def fix_ecs_run_task_integration() -> None:
-    """The optimized `arn:aws:states:::ecs:runTask` integration in moto (1) silently drops parameters
-    outside an old allow-list (CapacityProviderStrategy, ClientToken, StartedBy, Tags, ...), (2) crashes
-    with IndexError when RunTask returns `failures[]` and no task, and (3) reports service errors as
-    `States.Runtime`. On AWS every error of this integration is `ECS.AmazonECSException` with the
-    service's message in the cause. Delete when moto's StateTaskServiceEcs handles these.
-    """
+    """Lets every RunTask parameter through, raises on `failures[]`, and names every error as AWS does.
+    Delete when moto's StateTaskServiceEcs handles these."""
     from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
     from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import CustomErrorName
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
@@ -153,8 +147,7 @@ _SCALAR_PATH = re.compile(r"\[\s*\*\s*\]|\[[^\]]*:[^\]]*\]|\[\s*\?|\.\.")
 
 
 def fix_indexed_json_path() -> None:
-    """moto returns `[5]` for `$.a[0].b` (any path that passes through an index); AWS returns `5`.
-    Lists come back only for wildcard, slice, filter and recursive-descent paths. Delete when moto's
+    """Lists come back only for wildcard, slice, filter and recursive-descent paths. Delete when moto's
     `extract_json` stops listifying indexed paths."""
     from jsonpath_ng.ext import parse
     from moto.stepfunctions.parser.asl.utils import json_path
@@ -185,10 +178,7 @@ def _replace_everywhere(package: str, old: Any, new: Any) -> None:
 
 
 def fix_execution_context() -> None:
-    """moto (1) leaves `name` None when StartExecution has none, so the execution ARN and
-    `$$.Execution.Id` end in `:None` and `$$.Execution.Name` is null, and (2) puts a Python datetime in
-    `$$.Execution.StartTime`, which makes any output that carries it unserialisable. AWS generates a
-    UUID name and gives an ISO-8601 string. Delete when moto does both."""
+    """Delete when moto names executions and serialises the start time itself."""
     from moto.stepfunctions.parser.backend import execution as execution_module
     from moto.stepfunctions.parser.models import StepFunctionsParserBackend
 
@@ -217,10 +207,7 @@ def fix_execution_context() -> None:
 
 
 def fix_stop_execution() -> None:
-    """moto's StopExecution marks the program stopped but leaves a `.waitForTaskToken` task waiting for
-    its callback (until its timeout, possibly hours): the execution stays RUNNING, and when the wait
-    ends the timeout is reported as a failure (FAILED). On AWS the execution is ABORTED at once. This
-    wakes the waiting callbacks and keeps the status ABORTED. Delete when moto's Execution.stop does."""
+    """Wakes the waiting callbacks and keeps the status ABORTED. Delete when moto's Execution.stop does."""
     from moto.stepfunctions.parser.api import ExecutionStatus
     from moto.stepfunctions.parser.backend import execution as execution_module
 
@@ -255,12 +242,8 @@ def _iso_z(moment: dt.datetime) -> str:
 
 
 def fix_callback_heartbeat() -> None:
-    """moto (1) rejects SendTaskHeartbeat with `InvalidToken` when the waiting task has no
-    HeartbeatSeconds (AWS accepts it), (2) reports an expired heartbeat as `States.Timeout` (AWS:
-    `States.HeartbeatTimeout`), and (3) when a task with HeartbeatSeconds is answered while its Lambda
-    still runs, ignores the answer until the heartbeat expires (it arms the heartbeat only afterwards);
-    AWS completes the task with the answer. Catch both timeout names in the ASL anyway, so the
-    definition also runs on interpreters without this fix. Delete when moto does all three."""
+    """Catch both timeout names in the ASL anyway, so the definition also runs on interpreters without
+    this fix. Delete when moto does all three."""
     from moto.stepfunctions.parser.api import HistoryEventType, TaskTimedOutEventDetails
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
     from moto.stepfunctions.parser.asl.component.common.error_name.states_error_name import StatesErrorName
@@ -318,11 +301,9 @@ def fix_callback_heartbeat() -> None:
 
 
 def fix_time_scale() -> None:
-    """Wait states, task TimeoutSeconds/HeartbeatSeconds (and their *Path forms) and Retry intervals
-    take real time in moto, as on AWS. Tests want minutes to pass in milliseconds: every duration is
-    multiplied by `SETTINGS.wait_scale`. Timestamp/TimestampPath waits are scaled only when
-    `SETTINGS.scale_timestamp_waits` is set: a workflow that re-reads a deadline after waking would
-    otherwise wake early and wait again in ever smaller steps. Not a moto bug: a test-only knob."""
+    """Timestamp/TimestampPath waits are scaled only when `SETTINGS.scale_timestamp_waits` is set: a
+    workflow that re-reads a deadline after waking would otherwise wake early and wait again in ever
+    smaller steps. Not a moto bug: a test-only knob, kept for good."""
     from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
     from moto.stepfunctions.parser.asl.component.common.timeouts import heartbeat, timeout
     from moto.stepfunctions.parser.asl.component.state.wait.wait_function import timestamp, wait_function
@@ -353,3 +334,168 @@ def fix_time_scale() -> None:
             time.sleep(seconds * SETTINGS.wait_scale)
 
     retrier_decl.time = _ScaledTime()
+
+
+# --------------------------------------------------------------------------------------------------
+# Probes and entries
+# --------------------------------------------------------------------------------------------------
+
+
+def _probe_service_integration_casing() -> None:
+    probing.client("ecs").create_cluster(clusterName="probe")
+    described = probing.run(
+        probing.task_state(
+            "arn:aws:states:::aws-sdk:ecs:describeTasks", {"Cluster": "probe", "Tasks": ["missing"]}
+        )
+    )
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    assert "Failures" in json.loads(described["output"]), described["output"]
+
+
+def _probe_sdk_error_names() -> None:
+    described = probing.run(
+        probing.task_state("arn:aws:states:::aws-sdk:lambda:getFunction", {"FunctionName": "missing"})
+    )
+    assert described.get("error") == "Lambda.ResourceNotFoundException", described.get("error")
+
+
+def _probe_ecs_run_task_integration() -> None:
+    described = probing.run(
+        probing.task_state("arn:aws:states:::ecs:runTask", {"Cluster": "missing", "TaskDefinition": "probe"})
+    )
+    assert described.get("error") == "ECS.AmazonECSException", described.get("error")
+
+
+def _probe_indexed_json_path() -> None:
+    parameters = {"x.$": "$.a[0].b", "all.$": "$.a[*].b"}
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "Parameters": parameters, "End": True}}}
+    described = probing.run(definition, {"a": [{"b": 5}]})
+    assert json.loads(described["output"]) == {"x": 5, "all": [5]}, described["output"]
+
+
+def _probe_execution_context() -> None:
+    parameters = {"id.$": "$$.Execution.Id", "start.$": "$$.Execution.StartTime"}
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "Parameters": parameters, "End": True}}}
+    described = probing.run(definition)
+    assert described["status"] == "SUCCEEDED", described.get("cause")
+    output = json.loads(described["output"])
+    assert output["id"] == described["executionArn"] and not output["id"].endswith(":None"), output
+    assert isinstance(output["start"], str) and output["start"].endswith("Z"), output
+
+
+_TOKENS = "probe-tokens"
+
+
+def _token_parking_task(**fields: Any) -> dict[str, Any]:
+    """A workflow whose task parks its callback token in a DynamoDB item and waits for it."""
+    ddb = probing.client("dynamodb")
+    if _TOKENS not in ddb.list_tables()["TableNames"]:
+        ddb.create_table(
+            TableName=_TOKENS,
+            KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    ddb.delete_item(TableName=_TOKENS, Key={"k": {"S": "token"}})
+    item = {"k": {"S": "token"}, "token": {"S.$": "$$.Task.Token"}}
+    return probing.task_state(
+        "arn:aws:states:::aws-sdk:dynamodb:putItem.waitForTaskToken",
+        {"TableName": _TOKENS, "Item": item},
+        **fields,
+    )
+
+
+def _parked_token() -> str:
+    ddb = probing.client("dynamodb")
+    item = eventually(lambda: ddb.get_item(TableName=_TOKENS, Key={"k": {"S": "token"}}).get("Item"), 5)
+    return str(item["token"]["S"])
+
+
+def _probe_callback_heartbeat() -> None:
+    sfn = probing.client("stepfunctions")
+    execution = probing.start(_token_parking_task())
+    token = _parked_token()
+    sfn.send_task_heartbeat(taskToken=token)
+    sfn.send_task_success(taskToken=token, output="{}")
+    assert probing.finished(execution)["status"] == "SUCCEEDED"
+    expired = probing.run(_token_parking_task(HeartbeatSeconds=1))
+    assert expired.get("error") == "States.HeartbeatTimeout", expired.get("error")
+
+
+def _probe_stop_execution() -> None:
+    execution = probing.start(_token_parking_task())
+    _parked_token()
+    probing.client("stepfunctions").stop_execution(executionArn=execution)
+    assert probing.finished(execution, timeout=3)["status"] == "ABORTED"
+
+
+def _probe_time_scale() -> None:
+    definition = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}}
+    with SETTINGS.scoped(wait_scale=0.0001):
+        assert probing.run(definition, timeout=5)["status"] == "SUCCEEDED"
+
+
+SERVICE_INTEGRATION_CASING = Correction(
+    name="sfn-service-integration-casing",
+    moto="passes a workflow's PascalCase aws-sdk parameters to boto3 unchanged (`KeyError: 'Cluster'` for"
+    " aws-sdk:ecs:*) and hands camelCase responses back",
+    aws="maps parameters and responses through the API model: PascalCase both ways",
+    install=fix_service_integration_casing,
+    probe=_probe_service_integration_casing,
+)
+SDK_ERROR_NAMES = Correction(
+    name="sfn-sdk-error-names",
+    moto="names aws-sdk errors of services it has no binding for with the lower-case service name"
+    " (`lambda.ResourceNotFoundException`)",
+    aws="prefixes the service name as written in the SDK: `Lambda.ResourceNotFoundException`, `Ecs.`",
+    install=fix_sdk_error_names,
+    probe=_probe_sdk_error_names,
+)
+ECS_RUN_TASK_INTEGRATION = Correction(
+    name="sfn-ecs-run-task-integration",
+    moto="the optimized ecs:runTask integration drops parameters outside an old allow-list"
+    " (CapacityProviderStrategy, ClientToken, Tags...), crashes on `failures[]` and reports service"
+    " errors as `States.Runtime`",
+    aws="passes every RunTask parameter; every error is `ECS.AmazonECSException` with the service's"
+    " message in the cause",
+    install=fix_ecs_run_task_integration,
+    probe=_probe_ecs_run_task_integration,
+)
+INDEXED_JSON_PATH = Correction(
+    name="sfn-indexed-json-path",
+    moto="returns `[5]` for `$.a[0].b` (any path through an index)",
+    aws="returns `5`; a list only for wildcard, slice, filter and recursive-descent paths",
+    install=fix_indexed_json_path,
+    probe=_probe_indexed_json_path,
+)
+EXECUTION_CONTEXT = Correction(
+    name="sfn-execution-context",
+    moto="leaves an unnamed execution's name None (ARN ending `:None`) and puts a Python datetime in"
+    " `$$.Execution.StartTime`, which makes output carrying it unserialisable",
+    aws="generates a UUID name and gives the start time as an ISO-8601 string",
+    install=fix_execution_context,
+    probe=_probe_execution_context,
+)
+CALLBACK_HEARTBEAT = Correction(
+    name="sfn-callback-heartbeat",
+    moto="rejects SendTaskHeartbeat with InvalidToken when the task has no HeartbeatSeconds, names an"
+    " expired heartbeat `States.Timeout`, and ignores an answer that comes while the task's Lambda runs",
+    aws="accepts the heartbeat, names the expiry `States.HeartbeatTimeout`, completes with the answer",
+    install=fix_callback_heartbeat,
+    probe=_probe_callback_heartbeat,
+)
+STOP_EXECUTION = Correction(
+    name="sfn-stop-execution",
+    moto="StopExecution leaves a `.waitForTaskToken` task waiting: the execution stays RUNNING and later"
+    " ends FAILED when the wait times out",
+    aws="the execution is ABORTED at once",
+    install=fix_stop_execution,
+    probe=_probe_stop_execution,
+)
+TIME_SCALE = Correction(
+    name="sfn-time-scale",
+    moto="Wait states, TimeoutSeconds, HeartbeatSeconds and Retry intervals take real time (as on AWS)",
+    aws="the same; offline, tests compress every duration by `SETTINGS.wait_scale` (a test-only knob)",
+    install=fix_time_scale,
+    probe=_probe_time_scale,
+)
