@@ -25,7 +25,7 @@ import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 
-from cloudide.offline import ecs, moto_fixes, preflight, sam
+from cloudide.offline import moto_fixes, preflight, sam
 from cloudide.offline.ecs import EcsDriver
 from cloudide.offline.moto_fixes import ExecSessionFactory
 
@@ -238,7 +238,6 @@ class OfflineAws:
             self._mock = mock_aws(config=SFN_CONFIG)  # type: ignore[call-overload]
             self._mock.start()
         moto_fixes.install(**self._knobs)  # type: ignore[arg-type]
-        ecs.refuse_unsupported_capacity()
         if self.template_path:
             self.stack = deploy(
                 self.template_path,

@@ -26,7 +26,14 @@ from cloudide.offline.moto_fixes.cloudformation import (
 )
 from cloudide.offline.moto_fixes.correction import Correction
 from cloudide.offline.moto_fixes.dynamodb import DYNAMODB_ATOMIC_ITEMS
-from cloudide.offline.moto_fixes.ecs import ECS_EXECUTE_COMMAND, ECS_RUN_TASK, ECS_TASK_STATUS, find_task
+from cloudide.offline.moto_fixes.ecs import (
+    ECS_EXECUTE_COMMAND,
+    ECS_RUN_TASK,
+    ECS_SPOT_ARCHITECTURE,
+    ECS_TASK_STATUS,
+    SPOT_NEEDS_X86,
+    find_task,
+)
 from cloudide.offline.moto_fixes.events import EVENTBRIDGE_TARGETS
 from cloudide.offline.moto_fixes.lambda_ import LAMBDA_INVOKE
 from cloudide.offline.moto_fixes.presigned_sigv4 import PRESIGNED_SIGV4
@@ -57,6 +64,7 @@ __all__ = [
     "CORRECTIONS",
     "MOTO_VERSION",
     "SETTINGS",
+    "SPOT_NEEDS_X86",
     "Correction",
     "ExecSessionFactory",
     "LambdaContext",
@@ -90,6 +98,7 @@ CORRECTIONS: tuple[Correction, ...] = (
     ECS_TASK_STATUS,
     ECS_RUN_TASK,
     ECS_EXECUTE_COMMAND,
+    ECS_SPOT_ARCHITECTURE,
     CFN_STATE_MACHINE,
     CFN_TASK_DEFINITION,
     CFN_REST_API,

@@ -15,6 +15,8 @@ from cloudide.offline.moto_fixes import probing
 from cloudide.offline.moto_fixes.correction import Correction
 from cloudide.offline.moto_fixes.settings import SETTINGS
 
+SPOT_NEEDS_X86 = "FARGATE_SPOT capacity provider is not supported when using ARM architecture."
+
 
 def fix_ecs_task_status() -> None:
     """Sets the `ecs::task` transition to manual with a huge count (`cloudide.offline.ecs.EcsDriver.
@@ -197,6 +199,28 @@ def fix_ecs_execute_command() -> None:
     EC2ContainerServiceResponse.execute_command = execute_command
 
 
+def fix_ecs_spot_architecture() -> None:
+    """Wraps moto's ECS backend RunTask, under whichever RunTask response the other corrections install;
+    idempotent. Delete if Fargate Spot on ARM64 is confirmed (README, first-deploy checks)."""
+    from moto.ecs.exceptions import EcsClientException
+    from moto.ecs.models import EC2ContainerServiceBackend
+
+    original = EC2ContainerServiceBackend.run_task
+    if getattr(original, "_cloudide_capacity_rules", False):
+        return
+
+    def run_task(self: Any, cluster_str: str, task_definition_str: str, *args: Any, **kwargs: Any) -> Any:
+        strategy = kwargs.get("capacity_provider_strategy") or (args[8] if len(args) > 8 else None) or []
+        platform = self.describe_task_definition(task_definition_str).runtime_platform or {}
+        spot = any(item.get("capacityProvider") == "FARGATE_SPOT" for item in strategy)
+        if spot and platform.get("cpuArchitecture") == "ARM64":
+            raise EcsClientException(SPOT_NEEDS_X86)
+        return original(self, cluster_str, task_definition_str, *args, **kwargs)
+
+    run_task._cloudide_capacity_rules = True  # type: ignore[attr-defined]
+    EC2ContainerServiceBackend.run_task = run_task  # type: ignore[method-assign]
+
+
 def _probe_ecs_task_status() -> None:
     ecs = probing.ecs_cluster_with_task_definition()
     task = ecs.run_task(cluster="probe", taskDefinition="probe", launchType="FARGATE")["tasks"][0]
@@ -226,6 +250,17 @@ def _probe_ecs_execute_command() -> None:
         raise AssertionError("ExecuteCommand reached a task started without enableExecuteCommand")
 
 
+def _probe_ecs_spot_architecture() -> None:
+    ecs = probing.ecs_cluster_with_task_definition(runtimePlatform={"cpuArchitecture": "ARM64"})
+    spot = [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]
+    try:
+        ecs.run_task(cluster="probe", taskDefinition="probe", capacityProviderStrategy=spot)
+    except ClientError as error:
+        assert error.response["Error"]["Message"] == SPOT_NEEDS_X86, error.response["Error"]
+    else:
+        raise AssertionError("an ARM64 task started on FARGATE_SPOT")
+
+
 ECS_TASK_STATUS = Correction(
     name="ecs-task-status",
     moto="starts tasks RUNNING and advances a task's status one step on every DescribeTasks",
@@ -251,4 +286,12 @@ ECS_EXECUTE_COMMAND = Correction(
     " enableExecuteCommand, one not RUNNING, or one whose ExecuteCommandAgent is not RUNNING",
     install=fix_ecs_execute_command,
     probe=_probe_ecs_execute_command,
+)
+ECS_SPOT_ARCHITECTURE = Correction(
+    name="ecs-spot-architecture",
+    moto="starts an ARM64 task on FARGATE_SPOT",
+    aws="refuses it: the Fargate capacity providers guide says Spot runs X86_64 tasks only (the current"
+    " API reference says ARM64 on platform 1.4.0; the stricter reading is kept until a deploy shows it)",
+    install=fix_ecs_spot_architecture,
+    probe=_probe_ecs_spot_architecture,
 )
