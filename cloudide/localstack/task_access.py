@@ -269,9 +269,8 @@ class TaskAccess:
                        "service": service, "code": refusal.code, "reason": refusal.message},
             )  # fmt: skip
             status, response_headers, body = error_response(service, refusal, lowered)
-            start_response(
-                status, [*response_headers, ("Content-Length", str(len(body))), ("Connection", "close")]
-            )
+            # werkzeug closes the connection after an error answered before the body was read
+            start_response(status, [*response_headers, ("Content-Length", str(len(body)))])
             return [body]
         return self._app(environ, start_response)
 
