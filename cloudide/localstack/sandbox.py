@@ -5,7 +5,8 @@ the Python install, the repository at /opt/cloudide (read-only), a private writa
 its own pid, network (loopback only), IPC and UTS namespaces, and the task size as cgroup limits. The
 entrypoint runs unmodified (``python3 -m workspace_sync run`` as uid 1000) under :mod:`task_init`, which
 plays tini and relays the sandbox's AWS endpoint to the host through a unix socket: the loopback-only
-network reaches the local AWS (S3, and Lambda and STS for credential vending) and nothing else.
+network reaches the local AWS (S3, and Lambda for credential vending, each request authorized as AWS
+would: :mod:`cloudide.localstack.task_access`) and nothing else.
 
 Fallbacks, chosen once per host by :meth:`SandboxHost.detect`:
 - no bubblewrap: a plain process on the host (cwd = the task's workspace, network shared) -- loudly
