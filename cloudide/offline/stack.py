@@ -24,7 +24,7 @@ import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 
-from cloudide.offline import moto_fixes, sam
+from cloudide.offline import moto_fixes, s3_multipart, sam
 from cloudide.offline.ecs import EcsDriver
 from cloudide.offline.moto_fixes import ExecSessionFactory
 
@@ -200,6 +200,7 @@ class OfflineAws:
             self._mock = mock_aws(config=SFN_CONFIG)  # type: ignore[call-overload]
             self._mock.start()
         moto_fixes.install(**self._knobs)  # type: ignore[arg-type]
+        s3_multipart.install()
         if self.template_path:
             self.stack = deploy(
                 self.template_path,
