@@ -55,7 +55,7 @@ def _simulate(
     stack = aws.stack
     assert stack is not None
     invocations = {"count": 0}
-    original = moto_fixes.invoke_in_process
+    original = moto_fixes.runtime.invoke_in_process
 
     def counting(function: Any, event: Any) -> Any:
         invocations["count"] += 1
@@ -76,7 +76,7 @@ def _simulate(
     api_calls = 1  # POST /sessions
     virtual_clock.set_rate(1.0)
     moto_fixes.SETTINGS.wait_scale = 1.0
-    with mock.patch.object(moto_fixes, "invoke_in_process", counting):
+    with mock.patch.object(moto_fixes.runtime, "invoke_in_process", counting):
         execution = sfn.start_execution(
             stateMachineArn=stack.outputs["StateMachineArn"],
             name=session.session_id,

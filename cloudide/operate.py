@@ -1,4 +1,4 @@
-"""Operator commands on a deployment: `sessions`, `describe`, `tasks`, `logs`, `stop`.
+"""Operator commands on a deployment: `sessions`, `describe`, `tasks`, `logs`, `files`, `stop`.
 
 They find everything through the stack's outputs (table, cluster, log groups), so they work the same
 against a real deployment (`--stack --profile --region`) and the local stack (`--local`, or
@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     logs.add_argument("session_id", metavar="SESSION")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the session ends")
     _common(logs, _print_logs)
+
+    files = subparsers.add_parser(
+        "files", help="a session's workspace as stored in S3 (what its next start pulls)"
+    )
+    files.add_argument("session_id", metavar="SESSION")
+    _common(files, _list_files)
 
     stop = subparsers.add_parser("stop", help="stop a session (as its user's DELETE would)")
     stop.add_argument("session_id", metavar="SESSION")
@@ -98,6 +104,14 @@ def _print_logs(ops: Operations, args: argparse.Namespace) -> int:
             print(line, flush=True)
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def _list_files(ops: Operations, args: argparse.Namespace) -> int:
+    stored = ops.files(ops.session(args.session_id))
+    if args.json:
+        return _dump([{"path": f.path, "size": f.size, "modified": f.modified} for f in stored])
+    _table(("PATH", "SIZE", "MODIFIED"), [(f.path, f.size, f.modified) for f in stored])
     return 0
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
-from sessions.ecs_tasks import EcsTasks
+from sessions.ecs_tasks import EcsTasks, workspace_prefix
 from sessions.lifecycle import Lifecycle
 from sessions.record import Session
 from sessions.store import RecordNotFound, SessionStore
@@ -25,6 +26,15 @@ CONTAINER = "terminal"
 LOG_STREAM_PREFIX = "terminal"  # the task definition's awslogs-stream-prefix
 FOLLOW_POLL_SECONDS = 2.0
 _DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One object of a workspace, by its path inside `/workspace`."""
+
+    path: str
+    size: int
+    modified: str
 
 
 class Operations:
@@ -39,6 +49,7 @@ class Operations:
         self.store = SessionStore(table_name, table=table)
         self._ecs = target.client("ecs")
         self._logs = target.client("logs")
+        self._s3 = target.client("s3")
 
     def sessions(self, *, owner: str | None = None, include_ended: bool = False) -> list[Session]:
         if owner:
@@ -95,6 +106,24 @@ class Operations:
                 if not follow or not self.session(session.session_id).status.is_live:
                     return
                 sleep(FOLLOW_POLL_SECONDS)
+
+    def files(self, session: Session) -> list[StoredFile]:
+        """The session's workspace as the bucket holds it: what the sync agent pushed, and so what the
+        project's next session pulls (the workspace lives on after its task; see workspace_sync.layout)."""
+        bucket = self._target.output("WorkspaceBucketName")
+        prefix = workspace_prefix(session)
+        stored: list[StoredFile] = []
+        for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                modified = item["LastModified"]
+                stored.append(
+                    StoredFile(
+                        path=item["Key"][len(prefix) :],
+                        size=int(item["Size"]),
+                        modified=modified.isoformat() if isinstance(modified, dt.datetime) else str(modified),
+                    )
+                )
+        return stored
 
     def stop(self, session_id: str, *, force: bool = False) -> Session:
         """As `DELETE /sessions/{id}`: record the stop and answer the workflow; `force` also stops the task."""

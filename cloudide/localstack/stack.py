@@ -25,12 +25,14 @@ from typing import Any
 from unittest import mock
 
 from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
 
 from cloudide.localstack.persistence import Persistence
 from cloudide.localstack.rest_api import (
     INTEGRATION_TIMEOUT_S,
     LocalRestApi,
     RestApiServer,
+    gateway_responses_from_template,
     routes_from_template,
 )
 from cloudide.localstack.runner import LocalTaskRunner
@@ -273,12 +275,15 @@ class LocalStack:
         )
 
         def invoke(function: str, event: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
-            response = lambda_client.invoke(FunctionName=function, Payload=json.dumps(event).encode())
+            try:
+                response = lambda_client.invoke(FunctionName=function, Payload=json.dumps(event).encode())
+            except ReadTimeoutError as error:
+                raise TimeoutError(str(error)) from error
             payload = json.loads(response["Payload"].read() or b"null")
             return payload, "FunctionError" in response
 
-        origin = stack.parameters.get("CorsAllowOrigin", "").strip("'")
-        return LocalRestApi(routes, functions, invoke, cors_headers={"Access-Control-Allow-Origin": origin})
+        responses = gateway_responses_from_template(stack.template, stack.parameters)
+        return LocalRestApi(routes, functions, invoke, gateway_responses=responses)
 
     def _exec_session(self, cluster_arn: str, task_arn: str, command: str) -> dict[str, str]:
         """ExecuteCommand on the local AWS: a data channel to ``command`` inside the task's sandbox."""

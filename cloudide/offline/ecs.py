@@ -15,11 +15,36 @@ from typing import Any
 from cloudide.offline import moto_fixes
 from cloudide.offline.moto_fixes import RunTaskFault
 
+SPOT_NEEDS_X86 = "FARGATE_SPOT capacity provider is not supported when using ARM architecture."
+"""ECS's refusal of an ARM64 task on Fargate Spot (a ClientException, not a capacity failure)."""
 CAPACITY_UNAVAILABLE = (
     "Capacity is unavailable at this time. Please try again later or in a different availability zone"
 )
 TASK_STATUSES = ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING",
                  "DEPROVISIONING", "STOPPED")  # fmt: skip
+
+
+def refuse_unsupported_capacity() -> None:
+    """RunTask as ECS checks it before placing anything: Fargate Spot runs only X86_64 tasks (Fargate
+    capacity providers guide; the ECS error above). moto starts whatever it is asked to. Wraps moto's
+    ECS backend, under whichever RunTask response the corrections install; idempotent."""
+    from moto.ecs.exceptions import EcsClientException
+    from moto.ecs.models import EC2ContainerServiceBackend
+
+    original = EC2ContainerServiceBackend.run_task
+    if getattr(original, "_cloudide_capacity_rules", False):
+        return
+
+    def run_task(self: Any, cluster_str: str, task_definition_str: str, *args: Any, **kwargs: Any) -> Any:
+        strategy = kwargs.get("capacity_provider_strategy") or (args[8] if len(args) > 8 else None) or []
+        platform = self.describe_task_definition(task_definition_str).runtime_platform or {}
+        spot = any(item.get("capacityProvider") == "FARGATE_SPOT" for item in strategy)
+        if spot and platform.get("cpuArchitecture") == "ARM64":
+            raise EcsClientException(SPOT_NEEDS_X86)
+        return original(self, cluster_str, task_definition_str, *args, **kwargs)
+
+    run_task._cloudide_capacity_rules = True  # type: ignore[attr-defined]
+    EC2ContainerServiceBackend.run_task = run_task  # type: ignore[method-assign]
 
 
 def _iso(moment: dt.datetime | None) -> str | None:

@@ -24,7 +24,7 @@ import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 
-from cloudide.offline import moto_fixes, s3_multipart, sam
+from cloudide.offline import ecs, moto_fixes, preflight, s3_multipart, sam
 from cloudide.offline.ecs import EcsDriver
 from cloudide.offline.moto_fixes import ExecSessionFactory
 
@@ -74,12 +74,23 @@ def deploy(
     session: boto3.Session | None = None,
     endpoint_url: str | None = None,
     timeout: float = 60.0,
+    lambda_concurrency_quota: int = preflight.NEW_ACCOUNT_CONCURRENCY_QUOTA,
 ) -> DeployedStack:
-    """Translate the SAM template, register its code folders, create the stack and wait for it."""
+    """Translate the SAM template, refuse what AWS would refuse (`preflight`), register its code folders,
+    create the stack and wait for it. The offline account is a new one: no API Gateway CloudWatch
+    role until a stack sets it, and `lambda_concurrency_quota` concurrent executions."""
     session = session or boto3.Session(region_name=DEFAULT_REGION)
     region = session.region_name or DEFAULT_REGION
     parameters = {k: str(v) for k, v in (parameters or {}).items()}
     translation = sam.translate(Path(template_path), parameters=parameters, region=region)
+    apigateway = session.client("apigateway", endpoint_url=endpoint_url)
+    account = preflight.Account(
+        apigateway_cloudwatch_role_arn=apigateway.get_account().get("cloudwatchRoleArn"),
+        lambda_concurrency_quota=lambda_concurrency_quota,
+    )
+    preflight.check(
+        translation.template, sam.parameter_values(translation.template, parameters, region), account
+    )
     moto_fixes.SETTINGS.code_folders.update(translation.code_folders)
 
     s3 = session.client("s3", endpoint_url=endpoint_url)
@@ -114,6 +125,7 @@ def deploy(
         for r in cfn.describe_stack_resources(StackName=stack_id)["StackResources"]
         if "LogicalResourceId" in r  # moto lists resources whose Condition is false without one
     }
+    _apply_account_settings(translation.template, resources, session, endpoint_url)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     return DeployedStack(
         name=stack_name,
@@ -127,6 +139,28 @@ def deploy(
         }
         | parameters,
     )
+
+
+def _apply_account_settings(
+    template: dict[str, Any],
+    resources: dict[str, dict[str, str]],
+    session: boto3.Session,
+    endpoint_url: str | None,
+) -> None:
+    """`AWS::ApiGateway::Account` sets the Region's API Gateway CloudWatch role for every API in the
+    account (moto's CloudFormation does not model it): set it, so the next deploy sees it as AWS would."""
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::ApiGateway::Account" or logical_id not in resources:
+            continue
+        role = resource["Properties"]["CloudWatchRoleArn"]
+        if isinstance(role, dict):  # {"Fn::GetAtt": [role, "Arn"]}: the role this stack created
+            role_name = resources[role["Fn::GetAtt"][0]]["physical_id"]
+            role = session.client("iam", endpoint_url=endpoint_url).get_role(RoleName=role_name)["Role"][
+                "Arn"
+            ]
+        session.client("apigateway", endpoint_url=endpoint_url).update_account(
+            patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": role}]
+        )
 
 
 def _free_port() -> int:
@@ -201,6 +235,7 @@ class OfflineAws:
             self._mock.start()
         moto_fixes.install(**self._knobs)  # type: ignore[arg-type]
         s3_multipart.install()
+        ecs.refuse_unsupported_capacity()
         if self.template_path:
             self.stack = deploy(
                 self.template_path,

@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 import signal
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -110,6 +111,7 @@ def _assets(node_modules: Path) -> dict[str, _Asset]:
         "/terminal.js": _Asset(STATIC_DIR / "terminal.js", "text/javascript; charset=utf-8"),
         "/terminal.css": _Asset(STATIC_DIR / "terminal.css", "text/css; charset=utf-8"),
         "/sessions.js": _Asset(STATIC_DIR / "sessions.js", "text/javascript; charset=utf-8"),
+        "/favicon.ico": _Asset(STATIC_DIR / "favicon.svg", "image/svg+xml"),
         "/vendor/xterm.js": _Asset(
             node_modules / "@xterm/xterm/lib/xterm.js", "text/javascript; charset=utf-8"
         ),
@@ -120,15 +122,27 @@ def _assets(node_modules: Path) -> dict[str, _Asset]:
     }
 
 
-def _security_headers(api_url: str | None) -> dict[str, str]:
-    """The page may talk to this gateway and, when one is configured, to the REST API: nothing else."""
+PAGE_NONCE = b"__CSP_NONCE__"
+"""Where index.html takes each response's style nonce."""
+
+
+def _security_headers(api_url: str | None, style_nonce: str) -> dict[str, str]:
+    """The page may talk to this gateway and, when one is configured, to the REST API: nothing else.
+
+    Styles come from this gateway, plus the ``<style>`` elements xterm.js creates for the terminal's
+    dimensions, theme and cursor: it takes no nonce, so the page stamps this response's nonce on each
+    (terminal.js) and no other inline style is allowed."""
     api = urlsplit(api_url) if api_url else None
     connect_src = "'self'" + (f" {api.scheme}://{api.netloc}" if api else "")
+    policy = (
+        f"default-src 'self'; style-src 'self' 'nonce-{style_nonce}'; connect-src {connect_src}; "
+        "frame-ancestors 'self'"
+    )
     return {
         "Cache-Control": "no-cache",
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
-        "Content-Security-Policy": f"default-src 'self'; connect-src {connect_src}; frame-ancestors 'self'",
+        "Content-Security-Policy": policy,
     }
 
 
@@ -160,7 +174,7 @@ class Gateway:
         self._auth_timeout_s = auth_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._assets = _assets(node_modules)
-        self._headers = _security_headers(api_url)
+        self._api_url = api_url
         self._config = json.dumps({"apiUrl": api_url.rstrip("/") if api_url else None}).encode()
         self._hubs: dict[str, SessionHub] = {}
         self._server: Server | None = None
@@ -236,7 +250,16 @@ class Gateway:
         return self._ok(asset.content_type, body)
 
     def _ok(self, content_type: str, body: bytes) -> Response:
-        headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body)), **self._headers})
+        nonce = secrets.token_urlsafe(18)  # fresh for every response: it only counts in the page it came with
+        if content_type.startswith("text/html"):
+            body = body.replace(PAGE_NONCE, nonce.encode())
+        headers = Headers(
+            {
+                "Content-Type": content_type,
+                "Content-Length": str(len(body)),
+                **_security_headers(self._api_url, nonce),
+            }
+        )
         return Response(HTTPStatus.OK, "OK", headers, body)
 
     async def _handle(self, websocket: ServerConnection) -> None:

@@ -28,6 +28,13 @@ def _json_object(value: object) -> object:
     return value
 
 
+def _unquoted(value: object) -> object:
+    """Template header values are quoted for API Gateway ("'https://ide.example.com'"); the header is not."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1]
+    return value
+
+
 CommaList = Annotated[list[str], BeforeValidator(_split_list)]
 JsonMap = Annotated[dict[str, str], BeforeValidator(_json_object)]
 
@@ -58,6 +65,11 @@ class Settings(BaseModel):
     global_session_cap: int = Field(500, ge=1, validation_alias="GLOBAL_SESSION_CAP")
     # Members of this Cognito group may list and stop every user's sessions, and do nothing more.
     admin_group: str = Field("cloudide-admins", validation_alias="ADMIN_GROUP")
+    # The IDE's origin (the CorsAllowOrigin parameter): with a proxy integration API Gateway adds CORS
+    # headers only to the preflight, so the API's own answers must carry Access-Control-Allow-Origin.
+    cors_allow_origin: Annotated[str, BeforeValidator(_unquoted)] = Field(
+        "*", min_length=1, validation_alias="CORS_ALLOW_ORIGIN"
+    )
     # Workspace credential vending (SECURITY.md): the role the sync agents' credentials come from, the
     # task role whose sessions may ask, and STS endpoints a caller-identity proof may point at besides
     # AWS's own (for the offline stack; empty in a deployment).

@@ -1,9 +1,21 @@
 """Errors the API reports to clients: each has an HTTP status, a stable code and a message that names
-the field at fault when there is one."""
+the field at fault when there is one.
+
+The same ``{code, message, field?}`` shape comes from API Gateway itself (template.yaml's
+GatewayResponses), so a client handles one shape whichever layer refused it."""
 
 from __future__ import annotations
 
 from http import HTTPStatus
+
+MAX_MESSAGE_CHARS = 200
+MAX_FIELD_CHARS = 64
+
+
+def excerpt(text: str, limit: int) -> str:
+    """At most ``limit`` characters of ``text``: messages and field names can carry the caller's input (an
+    unknown property's name, a path), and an error answer must never echo more than a glimpse of it."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ApiError(Exception):
@@ -16,9 +28,9 @@ class ApiError(Exception):
         self.field = field
 
     def body(self) -> dict[str, str]:
-        body = {"code": self.code, "message": self.message}
+        body = {"code": self.code, "message": excerpt(self.message, MAX_MESSAGE_CHARS)}
         if self.field:
-            body["field"] = self.field
+            body["field"] = excerpt(self.field, MAX_FIELD_CHARS)
         return body
 
 
@@ -42,6 +54,16 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status, code = HTTPStatus.CONFLICT, "Conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "PayloadTooLarge"
+
+
+class ValidationFailed(ApiError):
+    """The request does not match the route's schema (a missing, extra or mistyped field, a malformed id)."""
+
+    status, code = HTTPStatus.UNPROCESSABLE_ENTITY, "ValidationError"
 
 
 class UnsupportedMediaType(ApiError):

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import boto3
@@ -24,7 +27,13 @@ from sessions.callbacks import WorkflowCallbacks
 from sessions.record import Session, Status
 from sessions.store import SessionStore
 
-from cloudide.offline import moto_fixes
+from cloudide.localstack.rest_api import (
+    LocalRestApi,
+    RestApiServer,
+    gateway_responses_from_template,
+    routes_from_template,
+)
+from cloudide.offline import moto_fixes, sam
 from cloudide.offline.ecs import EcsDriver
 from tests.api import cfn, gateway
 
@@ -278,3 +287,38 @@ def task_state_event(detail: dict[str, Any]) -> dict[str, Any]:
         "resources": [detail["taskArn"]],
         "detail": detail,
     }
+
+
+# -- the API behind the local REST API: what a browser or an IDE really receives ----------------------
+
+
+@cache
+def _translated(origin: str) -> dict[str, Any]:
+    parameters = {"TerminalImageUri": "local/terminal:dev", "CorsAllowOrigin": f"'{origin}'"}
+    return dict(sam.translate(cfn.TEMPLATE, parameters=parameters, region=REGION).template)
+
+
+@contextmanager
+def rest_api_in_front_of(deployment: Deployment, origin: str) -> Iterator[str]:
+    """The local REST API (routes, authorizer stand-in, gateway responses of the template) in front of the
+    API function, deployed with ``CorsAllowOrigin`` set to ``origin``; yields its URL."""
+    deployment.stack.parameters["CorsAllowOrigin"] = f"'{origin}'"
+    template, parameters = _translated(origin), {"CorsAllowOrigin": f"'{origin}'"}
+    one_at_a_time = threading.Lock()  # the function's environment is this process's
+
+    def invoke(function: str, event: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+        with one_at_a_time:
+            try:
+                return deployment.invoke(API_FUNCTION, event), False
+            except Exception as error:  # Lambda's answer to an unhandled exception
+                return {"errorType": type(error).__name__, "errorMessage": str(error)}, True
+
+    rest_api = LocalRestApi(
+        routes_from_template(template, parameters),
+        {API_FUNCTION: API_FUNCTION},
+        invoke,
+        gateway_responses_from_template(template, parameters),
+    )
+    rest_api.ready.set()
+    with RestApiServer(rest_api, port=0) as server:
+        yield server.url

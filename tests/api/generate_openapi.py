@@ -23,9 +23,9 @@ DESCRIPTION = (
 
 
 def render() -> str:
-    from sessions.handlers.api import app
+    from sessions.handlers.api import resolver
 
-    schema = app.get_openapi_json_schema(
+    schema = resolver("*").get_openapi_json_schema(
         title=TITLE,
         version="1.0.0",
         description=DESCRIPTION,

@@ -1,10 +1,14 @@
 """The harness end to end: the fixture SAM template deployed into moto, its workflow run for real."""
 
 import json
+from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
+from cloudide.offline import preflight
 from cloudide.offline.ecs import CAPACITY_UNAVAILABLE
+from cloudide.offline.preflight import DeployRefused
 from cloudide.offline.stack import DeployError, OfflineAws, deploy
 from tests.offline.conftest import FIXTURE_TEMPLATE, finished, wait_for
 
@@ -112,3 +116,115 @@ def test_server_mode_runs_the_workflow_from_separate_clients() -> None:
         )
         result = finished(offline.client("stepfunctions"), execution)
         assert result["status"] == "FAILED" and result["error"] == "Gone"
+
+
+# Stand-in rules: the offline deploy refuses what CloudFormation and the services refuse (preflight).
+PRODUCT_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+IMAGE = {"TerminalImageUri": "local/terminal:dev"}
+LOGGED_STAGE = {
+    "Resources": {
+        "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {}}},
+        "Settings": {
+            "Type": "AWS::ApiGateway::Account",
+            "Properties": {"CloudWatchRoleArn": {"Fn::GetAtt": ["Role", "Arn"]}},
+        },
+        "Api": {"Type": "AWS::ApiGateway::RestApi", "Properties": {"Name": "api"}},
+        "Stage": {
+            "Type": "AWS::ApiGateway::Stage",
+            "Properties": {
+                "RestApiId": {"Ref": "Api"},
+                "StageName": "dev",
+                "AccessLogSetting": {"DestinationArn": "arn:aws:logs:us-east-1:123456789012:log-group:x"},
+            },
+        },
+    }
+}
+
+
+def _deploy_refusal(**parameters: str) -> str:
+    """Deploy the product template into a new offline account; what the offline deploy refused."""
+    with OfflineAws() as offline, pytest.raises(DeployRefused) as refused:
+        deploy(
+            PRODUCT_TEMPLATE, parameters=IMAGE | parameters, stack_name="refused", session=offline.session()
+        )
+    return str(refused.value)
+
+
+@pytest.mark.stand_in_rule("apigateway-access-logs-need-cloudwatch-role")
+def test_a_stage_with_access_logs_needs_the_regions_cloudwatch_role() -> None:
+    refusal = _deploy_refusal(CreateApiGatewayAccountRole="false")
+    assert refusal.startswith("ApiStage: CloudWatch Logs role ARN must be set in account settings")
+
+
+@pytest.mark.stand_in_rule("apigateway-access-logs-wait-for-the-account-settings")
+def test_a_stage_that_does_not_wait_for_the_account_settings_is_refused() -> None:
+    account = preflight.Account()
+    with pytest.raises(DeployRefused, match=r"Stage: .* \(it does not wait for Settings\)"):
+        preflight.check(LOGGED_STAGE, {}, account)
+    waits = json.loads(json.dumps(LOGGED_STAGE))
+    waits["Resources"]["Stage"]["DependsOn"] = "Settings"
+    preflight.check(waits, {}, account)
+    preflight.check(
+        LOGGED_STAGE, {}, preflight.Account(apigateway_cloudwatch_role_arn="arn:aws:iam::1:role/r")
+    )
+
+
+def test_the_product_sets_the_role_once_per_region_and_a_second_stack_may_skip_it() -> None:
+    with OfflineAws(PRODUCT_TEMPLATE, parameters=IMAGE) as offline:
+        assert offline.stack
+        role = offline.stack.physical_id("ApiGatewayCloudWatchRole")
+        setting = offline.client("apigateway").get_account()["cloudwatchRoleArn"]
+        assert setting == offline.client("iam").get_role(RoleName=role)["Role"]["Arn"]
+        second = deploy(
+            PRODUCT_TEMPLATE,
+            parameters=IMAGE | {"CreateApiGatewayAccountRole": "false"},
+            stack_name="second",
+            session=offline.session(),
+        )
+        assert "ApiGatewayAccount" not in second.resources
+
+
+@pytest.mark.stand_in_rule("cloudformation-rules")
+def test_template_rules_refuse_spot_on_arm64_with_the_rules_description() -> None:
+    refusal = _deploy_refusal(UseFargateSpot="true")
+    assert refusal.startswith("Rule SpotRunsOnlyX86: Fargate Spot runs only X86_64 tasks")
+
+
+@pytest.mark.stand_in_rule("lambda-reserved-concurrency-quota")
+def test_reserved_concurrency_is_refused_on_a_new_accounts_quota() -> None:
+    refusal = _deploy_refusal(ReserveConcurrency="true")
+    assert "decreases account's UnreservedConcurrentExecution below its minimum value of [10]" in refusal
+
+
+def _run_on(offline: OfflineAws, architecture: str, provider: str) -> dict:
+    ecs = offline.client("ecs")
+    ecs.create_cluster(clusterName="c")
+    family = f"t-{architecture.lower()}"
+    ecs.register_task_definition(
+        family=family,
+        containerDefinitions=[{"name": "c", "image": "i"}],
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="256",
+        memory="512",
+        runtimePlatform={"cpuArchitecture": architecture, "operatingSystemFamily": "LINUX"},
+    )
+    subnet = offline.client("ec2").describe_subnets()["Subnets"][0]["SubnetId"]
+    return ecs.run_task(
+        cluster="c",
+        taskDefinition=family,
+        capacityProviderStrategy=[{"capacityProvider": provider, "weight": 1}],
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet]}},
+    )
+
+
+@pytest.mark.stand_in_rule("fargate-spot-runs-only-x86")
+def test_run_task_refuses_arm64_on_fargate_spot() -> None:
+    with OfflineAws() as offline:
+        with pytest.raises(ClientError, match="FARGATE_SPOT capacity provider") as refused:
+            _run_on(offline, "ARM64", "FARGATE_SPOT")
+        assert refused.value.response["Error"]["Code"] == "ClientException"
+        assert (
+            _run_on(offline, "X86_64", "FARGATE_SPOT")["tasks"][0]["capacityProviderName"] == "FARGATE_SPOT"
+        )
+        assert _run_on(offline, "ARM64", "FARGATE")["tasks"]

@@ -188,6 +188,26 @@ def test_logs_follow_prints_new_lines_until_the_session_ends(seeded: Seeded) -> 
     assert len(naps) == 2
 
 
+def test_files_lists_the_sessions_workspace_and_nothing_of_other_projects(
+    seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert seeded.aws.stack is not None
+    bucket = seeded.aws.stack.outputs["WorkspaceBucketName"]
+    s3 = seeded.aws.client("s3")
+    s3.put_object(Bucket=bucket, Key="workspaces/alice/demo/src/main.py", Body=b"print('hi')\n")
+    s3.put_object(Bucket=bucket, Key="workspaces/alice/demo/empty/", Body=b"")
+    s3.put_object(Bucket=bucket, Key="workspaces/alice/other/secret.txt", Body=b"not this project")
+    s3.put_object(Bucket=bucket, Key="workspaces/bob/demo/notes.txt", Body=b"not this user")
+
+    code, out, _ = cli(capsys, "files", seeded.live.session_id, "--json", *seeded.flags)
+
+    assert code == 0
+    assert [(f["path"], f["size"]) for f in json.loads(out)] == [("empty/", 0), ("src/main.py", 12)]
+    code, out, _ = cli(capsys, "files", seeded.live.session_id, *seeded.flags)
+    assert code == 0 and out.splitlines()[0].split() == ["PATH", "SIZE", "MODIFIED"]
+    assert "src/main.py" in out and "secret.txt" not in out and "notes.txt" not in out
+
+
 def test_stop_requests_the_stop_as_the_api_would_and_force_stops_the_task(
     seeded: Seeded, capsys: pytest.CaptureFixture[str]
 ) -> None:

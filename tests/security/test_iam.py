@@ -52,6 +52,7 @@ AWS_MANAGED = {
     "AWSLambdaBasicExecutionRole": "every function writes its own logs (SAM adds it)",
     "AWSXrayWriteOnlyAccess": "Tracing: Active (X-Ray PutTraceSegments takes no ARN)",
     "AmazonECSTaskExecutionRolePolicy": "ECS pulls the image (GetAuthorizationToken takes no ARN) and writes the task's logs",
+    "AmazonAPIGatewayPushToCloudWatchLogs": "API Gateway writes the stage's access logs (the account's CloudWatch role)",
 }
 TASK_ROLES = [{"Fn::GetAtt": ["TaskRole", "Arn"]}, {"Fn::GetAtt": ["TaskExecutionRole", "Arn"]}]
 CLUSTER_TASKS = {"Fn::Sub": "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:task/${Cluster}/*"}
@@ -65,7 +66,8 @@ def granting(action: str) -> list[Statement]:
 
 def test_every_policy_is_listed() -> None:
     owners = {s.owner for s in ALL}
-    assert set(roles()) - {"TaskExecutionRole"} <= owners  # the execution role has AWS managed ones only
+    # These roles hold AWS managed policies only (and the shared deny).
+    assert set(roles()) - {"TaskExecutionRole", "ApiGatewayCloudWatchRole"} <= owners
     assert len(ALL) >= 20
 
 
@@ -120,8 +122,11 @@ def test_pass_role_only_the_two_task_roles_only_to_ecs() -> None:
 
 
 def test_execute_command_only_for_the_api_on_this_clusters_session_tasks() -> None:
-    [statement] = granting("ecs:ExecuteCommand")
-    assert statement.owner == "ApiFunctionRole"
+    # ExecuteCommand authorizes the task and its cluster: one statement each (tests/security/iam_calls.py).
+    statement, cluster = granting("ecs:ExecuteCommand")
+    assert statement.owner == cluster.owner == "ApiFunctionRole"
+    assert cluster.resources == ({"Fn::GetAtt": ["Cluster", "Arn"]},)
+    assert cluster.condition == {"StringEquals": {"ecs:container-name": "terminal"}}
     assert statement.resources == (CLUSTER_TASKS,)
     assert statement.condition["ArnEquals"] == IN_CLUSTER["ArnEquals"]
     assert statement.condition["StringEquals"] == {"ecs:container-name": "terminal"}

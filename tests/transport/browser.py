@@ -155,6 +155,14 @@ CHROMIUM_FLAGS = (
 )
 
 
+RECORD_CSP_VIOLATIONS = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", function (event) {
+  window.cspViolations.push(event.violatedDirective + " " + (event.blockedURI || "inline"));
+});
+"""
+
+
 class CdpError(RuntimeError):
     pass
 
@@ -201,10 +209,12 @@ class Browser:
         shutil.rmtree(self._profile, ignore_errors=True)
 
     async def new_page(self, url: str) -> Page:
+        """A tab on ``url`` that records the page's CSP violations in ``window.cspViolations`` from the start."""
         target = await self.call("Target.createTarget", {"url": "about:blank"})
         attached = await self.call("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})
         page = Page(self, attached["sessionId"])
         await page.call("Page.enable")
+        await page.call("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CSP_VIOLATIONS})
         await page.call("Page.navigate", {"url": url})
         return page
 

@@ -67,3 +67,30 @@ def test_in_chromium_a_user_types_and_a_read_only_viewer_watches_without_typing(
 
     run(scenario(), timeout_s=90)
     assert not marker.exists()
+
+
+def test_in_chromium_the_terminal_looks_like_one_under_the_pages_content_security_policy() -> None:
+    chromium = require_tool("chromium", "the gateway's page is tested in a headless browser")
+    require_xterm()
+
+    async def scenario() -> None:
+        async with running_gateway() as (gateway, _), Browser(chromium) as browser:
+            page = await browser.new_page(f"{gateway.url}/#session=s-1&token=t-1")
+            await page.wait_for("window.gateway && gateway.state === 'open'")
+            await run_in_terminal(page, "echo ready-$((2*3))")
+            await wait_for_line(page, "ready-6")
+            # The styles xterm.js creates apply: a monospace font and a drawn cursor
+            font = await page.evaluate("getComputedStyle(document.querySelector('.xterm-rows')).fontFamily")
+            assert "monospace" in font, font
+            cursor = "document.querySelector('.xterm-rows .xterm-cursor')"
+            await page.wait_for(f"!!{cursor}")
+            drawn = f"getComputedStyle({cursor}).backgroundColor !== 'rgba(0, 0, 0, 0)'"
+            assert await page.evaluate(drawn), await page.evaluate(f"getComputedStyle({cursor}).cssText")
+            # ...and the page's policy refused nothing it needs
+            assert await page.evaluate("window.cspViolations") == []
+            # No stray form above the terminal, and the tab has its icon
+            assert await page.evaluate("getComputedStyle(document.getElementById('login')).display") == "none"
+            favicon = "fetch('/favicon.ico').then(r => r.status + ' ' + r.headers.get('Content-Type'))"
+            assert await page.evaluate(favicon) == "200 image/svg+xml"
+
+    run(scenario(), timeout_s=60)

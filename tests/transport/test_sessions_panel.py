@@ -72,6 +72,12 @@ def test_in_chromium_the_panel_follows_a_stop_until_the_session_has_stopped() ->
                     f"{row} && {row}.dataset.status === 'READY' && !{row}.querySelector('button.stop')"
                 )
                 await page.wait_for(f"{row} && {row}.dataset.status === 'STOPPED'", timeout_s=15)
+                # ...and the status line says how it ended, not "stopping" any more
+                message = "document.getElementById('message').textContent"
+                await page.wait_for(f"{message} === 's-1 stopped: stopped by user'")
+                # One token field: the panel's (the hidden form for a bare gateway stays hidden)
+                visible = "[...document.querySelectorAll('input[name=token]')].filter(i => i.offsetParent)"
+                assert await page.evaluate(f"{visible}.length") == 1
 
     run(scenario(), timeout_s=60)
     assert api.listings_since_stop is not None and api.listings_since_stop > READY_POLLS_AFTER_STOP

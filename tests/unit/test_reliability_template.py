@@ -36,10 +36,22 @@ def test_every_eventbridge_target_retries_then_dead_letters(resources: dict[str,
             assert "Arn" in target["DeadLetterConfig"], name
 
 
-def test_the_reconciler_runs_on_the_period_parameter_one_at_a_time(resources: dict[str, Any]) -> None:
+def test_the_reconciler_runs_on_the_period_parameter(resources: dict[str, Any]) -> None:
     rule = resources["ReconcilerFunctionReconcile"]["Properties"]
     assert rule["ScheduleExpression"] == {"Fn::Sub": "rate(${ReconcilerPeriodMinutes} minutes)"}
-    assert resources["ReconcilerFunction"]["Properties"]["ReservedConcurrentExecutions"] == 1
+
+
+@pytest.mark.parametrize(
+    ("function", "reserved"),
+    [("TaskEventsFunction", 50), ("WorkspaceCredentialsFunction", 20), ("ReconcilerFunction", 1)],
+)
+def test_reserved_concurrency_only_when_the_operator_asks(
+    resources: dict[str, Any], function: str, reserved: int
+) -> None:
+    # A new account's quota (10) refuses any reservation (tests/offline/test_stack.py): off by default.
+    assert resources[function]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["ReservesConcurrency", reserved, {"Ref": "AWS::NoValue"}]
+    }
 
 
 def test_asynchronously_invoked_functions_keep_their_failures(resources: dict[str, Any]) -> None:

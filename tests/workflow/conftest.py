@@ -153,9 +153,14 @@ class Offline:
 
 
 @pytest.fixture(scope="module")
-def offline_stack() -> Iterator[OfflineAws]:
-    parameters = {"TerminalImageUri": "local/terminal:dev", "ReconcilerGraceSeconds": "1"}
-    with OfflineAws(ROOT / "template.yaml", parameters=parameters) as aws:
+def stack_parameters() -> dict[str, str]:
+    """The template parameters of the module's stack; a test module overrides it for another setup."""
+    return {"TerminalImageUri": "local/terminal:dev", "ReconcilerGraceSeconds": "1"}
+
+
+@pytest.fixture(scope="module")
+def offline_stack(stack_parameters: dict[str, str]) -> Iterator[OfflineAws]:
+    with OfflineAws(ROOT / "template.yaml", parameters=stack_parameters) as aws:
         faults.install()
         yield aws
 

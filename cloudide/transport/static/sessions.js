@@ -15,6 +15,7 @@ window.cloudideSessions = (function () {
     const rows = document.getElementById("session-rows");
     const message = document.getElementById("message");
     let timer = null;
+    let stopping = null;  // the session whose stop the status line reports, until it has ended
     panel.hidden = false;
     form.elements.token.value = token || sessionStorage.getItem("cloudide-token") || "";
 
@@ -85,6 +86,7 @@ window.cloudideSessions = (function () {
         const sessions = (await call("GET", "/sessions")).sessions;
         sessions.sort(function (a, b) { return a.createdAt < b.createdAt ? 1 : -1; });
         render(sessions);
+        reportStop(sessions);
         if (sessions.some(onItsWay)) timer = setTimeout(refresh, POLL_MS);
         else if (sessions.some(function (s) { return LIVE.has(s.status); })) timer = setTimeout(refresh, WATCH_MS);
       } catch (error) {
@@ -93,9 +95,18 @@ window.cloudideSessions = (function () {
       }
     }
 
+    // The status line says "stopping" until the row shows the session ended, then how it ended.
+    function reportStop(sessions) {
+      const s = sessions.find(function (each) { return each.sessionId === stopping; });
+      if (!s || LIVE.has(s.status)) return;
+      say(s.sessionId + " " + s.status.toLowerCase() + (s.statusReason ? ": " + s.statusReason : ""));
+      stopping = null;
+    }
+
     async function stop(sessionId) {
       try {
         await call("DELETE", "/sessions/" + encodeURIComponent(sessionId));
+        stopping = sessionId;
         say("stopping " + sessionId);
       } catch (error) {
         say("could not stop " + sessionId + ": " + error.message);

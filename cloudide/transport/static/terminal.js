@@ -5,6 +5,17 @@
 "use strict";
 
 (function () {
+  // xterm.js creates <style> elements (the terminal's font, dimensions, theme, cursor) and takes no nonce;
+  // the gateway's CSP allows only its own stylesheets and this page's nonce, so each <style> gets the nonce
+  // when it is created (before insertion, or the browser ignores it).
+  const styleNonce = document.querySelector('meta[name="csp-nonce"]').content;
+  const createElement = Document.prototype.createElement;
+  Document.prototype.createElement = function (name, options) {
+    const element = createElement.call(this, name, options);
+    if (String(name).toLowerCase() === "style") element.setAttribute("nonce", styleNonce);
+    return element;
+  };
+
   // Closes after which reconnecting cannot help: the session ended or the API refused us.
   const FINAL_CODES = new Set([1000, 4400, 4401, 4403, 4404, 4409]);
   const statusEl = document.getElementById("status");

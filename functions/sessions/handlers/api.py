@@ -1,14 +1,26 @@
 """REST API: thin routes over SessionService. The owner is always the authorizer's `sub` claim, so a
 caller can only ever address their own sessions; anyone else's look exactly like missing ones (404).
 Members of the admin group (ADMIN_GROUP) may also list everyone's sessions and stop any of them, and
-nothing else: no reading, connecting to or reporting activity on sessions that are not theirs."""
+nothing else: no reading, connecting to or reporting activity on sessions that are not theirs.
+
+The routes live on a Router that each deployment's resolver includes: the resolver carries the deployment's
+CORS origin (with a proxy integration API Gateway adds CORS headers to the preflight only, so every answer
+of the function must carry its own), and one offline process serves several deployments."""
 
 from __future__ import annotations
 
+import json
+from functools import cache
 from http import HTTPStatus
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import (
+    APIGatewayRestResolver,
+    CORSConfig,
+    Response,
+    content_types,
+)
+from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
@@ -16,7 +28,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.params import Body, Header, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler.util import extract_origin_header
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from aws_lambda_powertools.utilities.idempotency import (
     DynamoDBPersistenceLayer,
     IdempotencyConfig,
@@ -38,12 +52,16 @@ from sessions.api_models import (
     StartSessionRequest,
 )
 from sessions.errors import (
+    MAX_FIELD_CHARS,
     ApiError,
     Conflict,
     Forbidden,
     InvalidRequest,
     NotFound,
+    PayloadTooLarge,
     UnsupportedMediaType,
+    ValidationFailed,
+    excerpt,
 )
 from sessions.identity import Caller
 from sessions.observability import logger, metrics, tracer
@@ -53,8 +71,7 @@ from sessions.wiring import components
 MAX_BODY_BYTES = 16 * 1024
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
 
-app = APIGatewayRestResolver(enable_validation=True)
-app.enable_swagger(path="/openapi", title="CloudIDE Terminals API", version="1.0.0")
+router = Router()
 
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session's id")]
 ERRORS: dict[int, OpenAPIResponse] = {
@@ -74,8 +91,24 @@ ERRORS: dict[int, OpenAPIResponse] = {
 }
 
 
+@cache
+def cors(allow_origin: str) -> CORSConfig:
+    return CORSConfig(allow_origin=allow_origin, allow_headers=["Idempotency-Key"])
+
+
+@cache
+def resolver(allow_origin: str) -> APIGatewayRestResolver:
+    """The API as deployed with ``allow_origin`` (the CorsAllowOrigin parameter)."""
+    app = APIGatewayRestResolver(enable_validation=True, cors=cors(allow_origin))
+    app.enable_swagger(path="/openapi", title="CloudIDE Terminals API", version="1.0.0")
+    app.include_router(router)
+    return app
+
+
 def _caller() -> Caller:
-    return Caller.from_claims(app.current_event.request_context.authorizer.claims)
+    event = router.current_event
+    assert isinstance(event, APIGatewayProxyEvent), "the resolver hands REST (v1) proxy events"
+    return Caller.from_claims(event.request_context.authorizer.claims)
 
 
 def _owner() -> str:
@@ -90,12 +123,12 @@ def _error(status: int, body: dict[str, Any]) -> Response:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
-@app.exception_handler(ApiError)
+@router.exception_handler(ApiError)
 def _api_error(error: ApiError) -> Response:
     return _error(error.status, error.body())
 
 
-@app.exception_handler(RequestValidationError)
+@router.exception_handler(RequestValidationError)
 def _validation_error(error: RequestValidationError) -> Response:
     problems = error.errors()
     first = problems[0] if problems else {}
@@ -103,41 +136,39 @@ def _validation_error(error: RequestValidationError) -> Response:
         detail = first.get("ctx", {}).get("error", "malformed")
         return _api_error(InvalidRequest(f"body is not valid JSON: {detail}", field="body"))
     location = [str(part) for part in first.get("loc", ()) if part not in ("body",)] or ["body"]
-    field = ".".join(location)
+    field = excerpt(".".join(location), MAX_FIELD_CHARS)
     message = f"{field}: {first.get('msg', 'invalid')}"
     if len(problems) > 1:
         message += f" (and {len(problems) - 1} more problem(s))"
-    return _error(
-        HTTPStatus.UNPROCESSABLE_ENTITY, {"code": "ValidationError", "message": message, "field": field}
-    )
+    return _api_error(ValidationFailed(message, field=field))
 
 
-@app.exception_handler(RequestUnsupportedContentType)
+@router.exception_handler(RequestUnsupportedContentType)
 def _unsupported_content_type(_: RequestUnsupportedContentType) -> Response:
     return _api_error(UnsupportedMediaType("send the body as application/json", field="Content-Type"))
 
 
-@app.not_found
+@router.exception_handler(NotFoundError)
 def _no_route(_: NotFoundError) -> Response:
-    event = app.current_event
+    event = router.current_event
     return _api_error(NotFound(f"no route {event.http_method} {event.path}"))
 
 
-@app.exception_handler(IdempotencyValidationError)
+@router.exception_handler(IdempotencyValidationError)
 def _idempotency_mismatch(_: IdempotencyValidationError) -> Response:
     return _api_error(
         Conflict("this Idempotency-Key was used with a different request body", field="Idempotency-Key")
     )
 
 
-@app.exception_handler(IdempotencyAlreadyInProgressError)
+@router.exception_handler(IdempotencyAlreadyInProgressError)
 def _idempotency_in_progress(_: IdempotencyAlreadyInProgressError) -> Response:
     return _api_error(
         Conflict("a request with this Idempotency-Key is still in progress", field="Idempotency-Key")
     )
 
 
-@app.post("/sessions", responses={202: {"description": "Session accepted; poll until READY"}, **ERRORS})
+@router.post("/sessions", responses={202: {"description": "Session accepted; poll until READY"}, **ERRORS})
 def start_session(
     request: Annotated[StartSessionRequest, Body()],
     idempotency_key: Annotated[
@@ -165,7 +196,7 @@ def _start_once(start: dict[str, Any]) -> dict[str, Any]:
     )
     # Without the context an in-progress record outlives a timed-out invocation for the whole window,
     # and every retry with the key would get 409 until then.
-    config.register_lambda_context(app.lambda_context)
+    config.register_lambda_context(router.lambda_context)
 
     @idempotent_function(data_keyword_argument="start", persistence_store=store, config=config)
     def start_once(start: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +207,7 @@ def _start_once(start: dict[str, Any]) -> dict[str, Any]:
     return start_once(start=start)
 
 
-@app.get("/sessions", responses={200: {"description": "The caller's sessions, newest first"}, **ERRORS})
+@router.get("/sessions", responses={200: {"description": "The caller's sessions, newest first"}, **ERRORS})
 def list_sessions(
     all_users: Annotated[
         bool, Query(alias="all", description="Every user's sessions (admin group only, else 403)")
@@ -190,12 +221,14 @@ def list_sessions(
     return SessionList(sessions=[SessionView.model_validate(s.public()) for s in sessions])
 
 
-@app.get("/sessions/<session_id>", responses={200: {"description": "The session"}, **ERRORS})
+@router.get("/sessions/<session_id>", responses={200: {"description": "The session"}, **ERRORS})
 def get_session(session_id: SessionId) -> SessionView:
     return SessionView.model_validate(components().service.get(_owner(), session_id).public())
 
 
-@app.post("/sessions/<session_id>/activity", responses={202: {"description": "Activity recorded"}, **ERRORS})
+@router.post(
+    "/sessions/<session_id>/activity", responses={202: {"description": "Activity recorded"}, **ERRORS}
+)
 def report_activity(session_id: SessionId) -> Response[SessionView]:
     session = components().service.report_activity(_owner(), session_id)
     return Response(
@@ -203,7 +236,7 @@ def report_activity(session_id: SessionId) -> Response[SessionView]:
     )
 
 
-@app.delete(
+@router.delete(
     "/sessions/<session_id>",
     responses={202: {"description": "Stop requested (admins may stop anyone's session)"}, **ERRORS},
 )
@@ -218,7 +251,7 @@ def stop_session(session_id: SessionId) -> Response[SessionView]:
     )
 
 
-@app.post(
+@router.post(
     "/sessions/<session_id>/connect",
     responses={
         200: {"description": "A data channel to the session's shell, good for one connection"},
@@ -238,11 +271,23 @@ def connect(
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    origin = components().settings.cors_allow_origin
     body = event.get("body") or ""
     if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
-        return {
-            "statusCode": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-            "headers": {"Content-Type": content_types.APPLICATION_JSON},
-            "body": f'{{"code": "PayloadTooLarge", "message": "body exceeds {MAX_BODY_BYTES} bytes", "field": "body"}}',
-        }
-    return app.resolve(event, context)
+        # Refused for its size before anything parses or validates it (the validator would quote it).
+        return _refuse_unread(
+            event, origin, PayloadTooLarge(f"body exceeds {MAX_BODY_BYTES} bytes", field="body")
+        )
+    return resolver(origin).resolve(event, context)
+
+
+def _refuse_unread(event: dict[str, Any], origin: str, error: ApiError) -> dict[str, Any]:
+    """An answer for a request the resolver must not see, with the CORS headers it would have added."""
+    config = cors(origin)
+    allowed = config.allowed_origin(extract_origin_header(APIGatewayProxyEvent(event).resolved_headers_field))
+    return {
+        "statusCode": int(error.status),
+        "headers": {"Content-Type": content_types.APPLICATION_JSON} | config.to_dict(allowed),
+        "body": json.dumps(error.body()),
+        "isBase64Encoded": False,
+    }
