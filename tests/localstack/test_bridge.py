@@ -31,6 +31,8 @@ from cloudide.offline.sam import ACCOUNT_ID
 from cloudide.offline.stack import OfflineAws
 
 REGION = "us-east-1"
+ROOT = Path(__file__).resolve().parents[2]
+PARAMETERS = {"TerminalImageUri": "local/terminal:dev"}
 
 
 @dataclass
@@ -103,19 +105,18 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 @pytest.fixture(scope="module")
-def bridge(offline_server: OfflineAws) -> Iterator[Bridge]:
-    assert offline_server.stack is not None and offline_server.endpoint_url
-    host = urlsplit(offline_server.endpoint_url).netloc
-    endpoint = EndpointBridge([host], ACCOUNT_ID)
-    try:
-        yield Bridge(
-            offline_server,
-            endpoint.open("test-task"),
-            host,
-            offline_server.stack.outputs["WorkspaceBucketName"],
-        )
-    finally:
-        endpoint.shutdown()
+def bridge() -> Iterator[Bridge]:
+    # its own stack name: moto's backends outlive a server, and other modules deploy "cloudide"
+    with OfflineAws(
+        ROOT / "template.yaml", parameters=PARAMETERS, server=True, stack_name="bridge-tests"
+    ) as aws:
+        assert aws.stack is not None and aws.endpoint_url
+        host = urlsplit(aws.endpoint_url).netloc
+        endpoint = EndpointBridge([host], ACCOUNT_ID)
+        try:
+            yield Bridge(aws, endpoint.open("test-task"), host, aws.stack.outputs["WorkspaceBucketName"])
+        finally:
+            endpoint.shutdown()
 
 
 ALICE = "workspaces/alice/p/"
