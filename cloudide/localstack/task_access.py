@@ -281,7 +281,8 @@ class TaskAccess:
         raw = str(environ.get("REQUEST_URI") or environ.get("RAW_URI") or environ.get("PATH_INFO", "/"))
         path = urlsplit(raw).path
         query = dict(parse_qsl(urlsplit(raw).query, keep_blank_values=True))
-        if path.startswith("/moto-api") or headers.get("host", "").lower() not in self._hosts:
+        moto_api = any(str(p).startswith("/moto-api") for p in (path, environ.get("PATH_INFO", "")))
+        if moto_api or headers.get("host", "").lower() not in self._hosts:
             raise Refusal(
                 403, "AccessDenied", f"{path} on {headers.get('host')} is not an AWS endpoint a task reaches"
             )
