@@ -5,6 +5,10 @@ Thin over :class:`~cloudide.transport.client.TerminalConnection`: credentials co
 data channel -- or, for debugging, from a raw ``streamUrl``/``tokenValue`` pair, which cannot reconnect.
 Raw mode sends every byte, Ctrl-C included, to the remote shell; the local settings are restored on every
 way out (session end, error, SIGTERM, SIGHUP), since a terminal left in raw mode is unusable.
+
+Leaving: ``exit`` in the shell ends the shell (and attach says what became of the session); Enter then
+``~.`` detaches and leaves the shell running, as ssh's escape does -- the client's own, so it never
+clashes with a tmux prefix the user chose. ``~~`` at the start of a line types one ``~``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import termios
 import tty
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from cloudide.transport.client import (
@@ -31,9 +36,10 @@ from cloudide.transport.client import (
 )
 from cloudide.transport.fdio import wait_readable
 from cloudide.transport.sessions_api import (
-    ACTIVITY_INTERVAL_S,
     ActivityReport,
     ActivityReporter,
+    MalformedToken,
+    SessionRead,
     SessionsApi,
 )
 
@@ -42,6 +48,44 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 30.0
 READ_SIZE = 1024
 DEFAULT_SIZE = (24, 80)
+ESCAPE = ord("~")
+DETACH = ord(".")
+LINE_ENDS = (0x0D, 0x0A)
+
+
+class Detached(Exception):
+    """The user typed the detach escape (``~.`` at the start of a line); ``before`` is what they typed
+    ahead of it in the same read, still to be sent."""
+
+    def __init__(self, before: bytes) -> None:
+        super().__init__("detached")
+        self.before = before
+
+
+class EscapeFilter:
+    """ssh's escape over the keystroke stream: at the start of a line ``~.`` detaches, ``~~`` sends
+    one ``~``, and ``~`` before anything else is sent as typed (with what follows it)."""
+
+    def __init__(self) -> None:
+        self._line_start = True
+        self._pending = False
+
+    def feed(self, data: bytes) -> bytes:
+        """What to send for ``data``; raises :class:`Detached` at ``~.`` (what came before is lost)."""
+        out = bytearray()
+        for byte in data:
+            if self._pending:
+                self._pending = False
+                if byte == DETACH:
+                    raise Detached(bytes(out))
+                if byte != ESCAPE:
+                    out.append(ESCAPE)
+            elif self._line_start and byte == ESCAPE:
+                self._pending = True
+                continue
+            out.append(byte)
+            self._line_start = byte in LINE_ENDS
+        return bytes(out)
 
 
 def register(subparsers: Any) -> None:
@@ -68,29 +112,74 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
-        connect, report_activity = endpoints_from_args(args)
-    except ValueError as error:
+        connect, report_activity, read_session = endpoints_from_args(args)
+    except (ValueError, MalformedToken) as error:
         print(f"cloudide attach: {error}", file=sys.stderr)
         return 2
     return asyncio.run(
-        attach(connect, sys.stdin.fileno(), sys.stdout.fileno(), report_activity=report_activity)
+        attach(
+            connect,
+            sys.stdin.fileno(),
+            sys.stdout.fileno(),
+            activity=ActivityReporter(report_activity) if report_activity else None,
+            read_session=read_session,
+            left_behind=LeftBehind(args.session_id) if args.session_id else None,
+        )
     )
 
 
-def endpoints_from_args(args: argparse.Namespace) -> tuple[Connector, ActivityReport | None]:
-    """How to (re)connect, and how to report activity: only a session attached through the API has both."""
+class LeftBehind:
+    """The exec session a detached (or killed) attach left open, so the next attach ends it.
+
+    Leaving does not end an exec session: it holds one of the task's two places until ECS Exec's idle
+    timeout, and a few detach/attach rounds would leave no place for a shell. The next attach of the
+    same session on this machine names it as the one its first connect replaces.
+    """
+
+    def __init__(self, session_id: str) -> None:
+        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        self._file = state / "cloudide" / "attach" / f"{session_id}.exec"
+
+    def take(self) -> str | None:
+        """The exec session the last attach left, forgotten once read (None if there is none)."""
+        try:
+            exec_session_id = self._file.read_text().strip()
+            self._file.unlink()
+        except OSError:
+            return None
+        return exec_session_id or None
+
+    def leave(self, exec_session_id: str) -> None:
+        with contextlib.suppress(OSError):
+            self._file.parent.mkdir(parents=True, exist_ok=True)
+            self._file.write_text(exec_session_id + "\n")
+
+
+def endpoints_from_args(
+    args: argparse.Namespace,
+) -> tuple[Connector, ActivityReport | None, SessionRead | None]:
+    """How to (re)connect, report activity and read the session: only a session attached through the
+    API has all three."""
     if args.stream_url or args.token_value:
         if not (args.stream_url and args.token_value):
             raise ValueError("--stream-url and --token-value go together")
         if args.session_id:
             raise ValueError("give either SESSION_ID or --stream-url/--token-value, not both")
-        return single_use_connector(ExecCredentials("stream-url", args.stream_url, args.token_value)), None
+        return (
+            single_use_connector(ExecCredentials("stream-url", args.stream_url, args.token_value)),
+            None,
+            None,
+        )
     if not args.session_id:
         raise ValueError("SESSION_ID (with --api and --token) or --stream-url/--token-value is required")
     if not args.api or not args.token:
         raise ValueError("SESSION_ID needs --api and --token (or $CLOUDIDE_API and $CLOUDIDE_TOKEN)")
     api = SessionsApi(args.api, timeout_s=CONNECT_TIMEOUT)
-    return api.connector(args.session_id, args.token), api.activity(args.session_id, args.token)
+    return (
+        api.connector(args.session_id, args.token, replaces=LeftBehind(args.session_id).take()),
+        api.activity(args.session_id, args.token),
+        api.reader(args.session_id, args.token),
+    )
 
 
 def single_use_connector(credentials: ExecCredentials) -> Connector:
@@ -113,16 +202,19 @@ async def attach(
     stdin_fd: int,
     stdout_fd: int,
     *,
-    report_activity: ActivityReport | None = None,
-    activity_interval_s: float = ACTIVITY_INTERVAL_S,
+    activity: ActivityReporter | None = None,
+    read_session: SessionRead | None = None,
+    left_behind: LeftBehind | None = None,
 ) -> int:
-    """Relay between the local terminal and the session until the shell exits; returns the exit status.
+    """Relay between the local terminal and the session until the shell exits or the user detaches;
+    returns the exit status.
 
-    With ``report_activity``, typing and output tell the API the session is in use, so its idle
-    watchdog leaves it running (see :class:`ActivityReporter`).
+    With ``activity``, typing and output tell the API the session is in use, so its idle
+    watchdog leaves it running (see :class:`ActivityReporter`). With ``read_session``, the end of the
+    shell is followed by what became of the session (still READY, or STOPPING and why). With
+    ``left_behind``, leaving without the shell ending records the exec session for the next attach.
     """
     rows, cols = _terminal_size(stdout_fd)
-    activity = ActivityReporter(report_activity, interval_s=activity_interval_s) if report_activity else None
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -133,24 +225,26 @@ async def attach(
         background.add(task)
         task.add_done_callback(background.discard)
 
-    outcome: TransportError | None = None
+    outcome: BaseException | None = None
+    exec_session_id: str | None = None
     with _raw_mode(stdin_fd):
         for signum in (signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, main.cancel)
         try:
             async with TerminalConnection(connect, rows=rows, cols=cols) as terminal:
                 loop.add_signal_handler(signal.SIGWINCH, on_resize, terminal)
+                output = asyncio.create_task(_show_output(terminal, stdout_fd, activity))
                 forward = asyncio.create_task(_forward_input(terminal, stdin_fd, activity))
                 if activity:
                     activity.start()
                 try:
-                    while True:
-                        _write_all(stdout_fd, await terminal.recv())
-                        if activity:
-                            activity.touch()
-                except TransportError as error:
-                    outcome = error
+                    done, _ = await asyncio.wait({output, forward}, return_when=asyncio.FIRST_COMPLETED)
+                    if output not in done and forward.exception() is None:
+                        await asyncio.wait({output})  # stdin closed (not a terminal): show output to the end
+                    outcome = output.exception() if output.done() else forward.exception()
                 finally:
+                    exec_session_id = terminal.session_id
+                    output.cancel()
                     forward.cancel()
                     loop.remove_signal_handler(signal.SIGWINCH)
                     if activity:
@@ -160,16 +254,48 @@ async def attach(
         finally:
             for signum in (signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+    if left_behind is not None and exec_session_id and not isinstance(outcome, SessionEnded):
+        left_behind.leave(exec_session_id)
+    if isinstance(outcome, Detached):
+        _write_all(stdout_fd, b"\r\nDetached; the shell keeps running. Attach again to go on.\r\n")
+        return 0
     if isinstance(outcome, SessionEnded):
         _write_all(stdout_fd, f"\n\n{outcome}\n\n".encode())
+        if read_session is not None:
+            _write_all(stdout_fd, (await _session_fate(read_session)).encode())
         return 0
     print(f"cloudide attach: {outcome}", file=sys.stderr)
     return 1
 
 
+async def _session_fate(read_session: SessionRead) -> str:
+    """One line on what the session is now: the shell may have exited while the task runs on, or the
+    session may be stopping, and the user should know which (and why)."""
+    try:
+        view = await read_session()
+    except (TransportError, ConnectionError) as error:
+        return f"(could not read the session: {error})\n"
+    status, reason = view.get("status", "UNKNOWN"), view.get("statusReason")
+    line = f"Session {view.get('sessionId', '')} is {status}" + (f": {reason}" if reason else "")
+    if status == "READY":
+        line += " (the shell exited; the session runs on: attach again for a new shell)"
+    return line + "\n"
+
+
+async def _show_output(
+    terminal: TerminalConnection, stdout_fd: int, activity: ActivityReporter | None
+) -> None:
+    """Write output until the session ends (:class:`TransportError`, raised)."""
+    while True:
+        _write_all(stdout_fd, await terminal.recv())
+        if activity:
+            activity.touch()
+
+
 async def _forward_input(
     terminal: TerminalConnection, stdin_fd: int, activity: ActivityReporter | None
 ) -> None:
+    escape = EscapeFilter()
     while True:
         await wait_readable(stdin_fd)
         data = os.read(stdin_fd, READ_SIZE)
@@ -177,6 +303,11 @@ async def _forward_input(
             return  # stdin closed (not a terminal): keep showing output until the session ends
         if activity:
             activity.touch()
+        try:
+            data = escape.feed(data)
+        except Detached as detached:
+            await terminal.send(detached.before)
+            raise
         await terminal.send(data)
 
 

@@ -16,13 +16,15 @@ import sys
 import warnings
 from pathlib import Path
 
+from cloudide.localstack.sandbox import SandboxHost
 from cloudide.localstack.stack import STACK_NAME, LocalStack, LocalStackConfig
 
 logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``cloudide local [--host H] [--api-port P] [--gateway-port P] [--state-dir DIR] [--persist]``."""
+    """``cloudide local [--host H] [--api-port P] [--gateway-port P] [--state-dir DIR] [--persist]
+    [--unsandboxed]``."""
     parser = subparsers.add_parser(
         "local",
         help="run the whole system on this machine (local AWS, REST API, sandboxed terminals, page)",
@@ -57,6 +59,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="keep workspaces (the local S3) and session history across restarts, in STATE_DIR/persist",
     )
     parser.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="run terminals as plain processes when bubblewrap is unavailable: no isolation between users",
+    )
+    parser.add_argument(
         "--parameter",
         action="append",
         default=[],
@@ -88,6 +95,15 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.time_scale <= 1:
         print("cloudide local: --time-scale must be in (0, 1]", file=sys.stderr)
         return 2
+    missing = SandboxHost.missing()
+    if missing and not args.unsandboxed:
+        print(
+            f"cloudide local: refusing to start: terminals run in bubblewrap sandboxes, and {missing}.\n"
+            "  Install bubblewrap (apt-get install bubblewrap) and run as root, or pass --unsandboxed to "
+            "run each terminal as a plain process on this machine, with no isolation between users.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         parameters = tuple(_parameter(text) for text in args.parameter)
     except ValueError as error:
@@ -100,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         aws_port=args.aws_port,
         state_dir=args.state_dir,
         persist=args.persist,
+        unsandboxed=args.unsandboxed,
         parameters=parameters,
         time_scale=args.time_scale,
         verbose=args.verbose,

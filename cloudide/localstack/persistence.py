@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from cloudide.offline.stack import OfflineAws
 
 BUCKET = "WorkspaceBucketName"
+# Items are saved as DynamoDB JSON, every attribute type kept (numbers, string sets of exec sessions...).
+_SERIALIZER, _DESERIALIZER = TypeSerializer(), TypeDeserializer()
 TABLE = "SessionsTableName"
 
 
@@ -60,7 +63,7 @@ class Persistence:
                 target.write_bytes(self._s3.get_object(Bucket=self._bucket, Key=item["Key"])["Body"].read())
         with (saved / "sessions.jsonl").open("w") as out:
             for item in _scan(self._table):
-                out.write(json.dumps(item, default=_number) + "\n")
+                out.write(json.dumps(_SERIALIZER.serialize(item)["M"]) + "\n")
         _replace_folder(saved, self.folder)
 
     def restore(self) -> Restored:
@@ -74,7 +77,7 @@ class Persistence:
         if self._sessions.is_file():
             with self._table.batch_writer() as batch:
                 for line in self._sessions.read_text().splitlines():
-                    batch.put_item(Item=json.loads(line, parse_float=Decimal, parse_int=Decimal))
+                    batch.put_item(Item=_DESERIALIZER.deserialize({"M": json.loads(line)}))
                     sessions += 1
         return Restored(objects, sessions)
 
@@ -88,12 +91,6 @@ def _scan(table: Any) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         arguments["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def _number(value: Any) -> int | float:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    raise TypeError(f"cannot save {type(value).__name__} values")
 
 
 def _safe_relative(key: str) -> Path:

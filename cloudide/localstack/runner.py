@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from cloudide.localstack.awslogs import LogShipper
 from cloudide.localstack.bridge import EndpointBridge
 from cloudide.localstack.sandbox import Isolation, Limits, Sandbox, SandboxError, SandboxHost
+from cloudide.localstack.volumes import MountPoint, mounts_under, unmount
 from cloudide.offline.sam import ACCOUNT_ID
 from cloudide.offline.stack import OfflineAws
 
@@ -51,7 +53,9 @@ class TaskInfo:
     status: str  # the last status this runner reported
     pid: int | None  # host pid of the sandbox's pid 1
     limits: str  # the limits in effect
-    directory: Path  # workspace/, tmp/, container.log
+    directory: Path  # the task's volumes and container.log
+    workspace: Path  # the host directory that is its /workspace
+    user_uid: int  # the host uid its user (the image's uid 1000) runs as
     exec_ready: bool
 
     @property
@@ -130,6 +134,7 @@ class LocalTaskRunner:
         return self._host.warning
 
     def start(self) -> LocalTaskRunner:
+        self._remove_task_directories()  # a killed runner's, if any
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._unsubscribe = self.aws.ecs.on_stop_task(self._on_stop_task)
         self._watcher = threading.Thread(target=self._watch, name="local-task-runner", daemon=True)
@@ -165,6 +170,17 @@ class LocalTaskRunner:
             self._unsubscribe = None
         self._bridge.shutdown()
         self._host.close()
+        self._remove_task_directories()
+
+    def _remove_task_directories(self) -> None:
+        """Every task's directory goes with the runner: its workspace copy is in S3 by now (each task
+        flushed on SIGTERM), and its volumes, logs (shipped to the local CloudWatch Logs) and sockets
+        must not outlive it for anyone to read."""
+        if not self.state_dir.exists():
+            return
+        for mount_point in mounts_under(self.state_dir):
+            unmount(mount_point)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalTaskRunner:
         return self.start()
@@ -182,6 +198,8 @@ class LocalTaskRunner:
                 pid=task.sandbox.pid if task.sandbox else None,
                 limits=task.sandbox.limits_in_effect if task.sandbox else "",
                 directory=self._directory(task.arn),
+                workspace=task.sandbox.workspace if task.sandbox else self._directory(task.arn),
+                user_uid=task.sandbox.user_uid if task.sandbox else -1,
                 exec_ready=task.exec_ready,
             )
             for task in tasks
@@ -390,9 +408,16 @@ class LocalTaskRunner:
         sandbox = Sandbox(
             self._host, name, self._directory(arn), env=env, limits=limits,
             aws_endpoint=self.aws.endpoint_url, relay_socket=relay,
+            mounts=MountPoint.from_task_definition(container),
+            read_only_root=_true(container.get("readonlyRootFilesystem", False)),
         )  # fmt: skip
         stop_timeout = float(container.get("stopTimeout") or DEFAULT_STOP_TIMEOUT_S) * self.time_scale
         return sandbox, stop_timeout, LogShipper.for_container(self._logs, sandbox.log_path, container, arn)
+
+
+def _true(value: object) -> bool:
+    """A task definition boolean; the template passes a parameter's "true"/"false" string through."""
+    return value is True or str(value).lower() == "true"
 
 
 def _phase(status_file: Path) -> str | None:

@@ -1,16 +1,22 @@
 """A container without Docker: one bubblewrap sandbox per local task, shaped like the terminal image.
 
-The sandbox is what the Fargate task is to the image: a read-only root made of the host's /usr and /etc,
-the Python install, the repository at /opt/cloudide (read-only), a private writable /workspace and /tmp,
-its own pid, network (loopback only), IPC and UTS namespaces, and the task size as cgroup limits. The
-entrypoint runs unmodified (``python3 -m workspace_sync run`` as uid 1000) under :mod:`task_init`, which
-plays tini and relays the sandbox's AWS endpoint to the host through a unix socket: the loopback-only
-network reaches the local AWS (S3, and Lambda for credential vending, each request authorized as AWS
-would: :mod:`cloudide.localstack.task_access`) and nothing else.
+The sandbox is what the Fargate task is to the image: a root made of the host's /usr and /etc, the Python
+install, and only what the image itself holds of this repository (``terminal_image/`` at
+/opt/cloudide/terminal_image, the virtualenv, the exec wrapper); never the repository or the local
+stack's state. The task definition's volumes are mounted as Fargate makes them (:mod:`volumes`: root
+0755 unless the image declares them) on a per-task disk bounded like ephemeral storage; the root is
+read-only when the task definition says so. Each sandbox has its own pid, network (loopback only), IPC
+and UTS namespaces, the task size as cgroup limits, and its own host ids: the entrypoint and every ECS
+Exec command run in a user namespace mapping the image's ids to a range no other task has
+(:class:`TaskIds`), so no task can read another's files, signal or trace its processes or reach its
+sockets. The entrypoint runs unmodified (``python3 -m workspace_sync run`` as uid 1000) under
+:mod:`task_init`, which plays tini and relays the sandbox's AWS endpoint to the host through a unix
+socket: the loopback-only network reaches the local AWS (S3, and Lambda for credential vending, each
+request authorized as AWS would: :mod:`cloudide.localstack.task_access`) and nothing else.
 
 Fallbacks, chosen once per host by :meth:`SandboxHost.detect`:
-- no bubblewrap: a plain process on the host (cwd = the task's workspace, network shared) -- loudly
-  UNSANDBOXED (:attr:`SandboxHost.warning`);
+- no bubblewrap: a plain process on the host (cwd = the task's workspace, network shared) -- only when
+  asked for (``cloudide local --unsandboxed``) and loudly UNSANDBOXED (:attr:`SandboxHost.warning`);
 - no writable cgroup (v2 with delegation, or v1): a polling RSS watchdog enforces the memory limit and
   there is no pids or CPU limit. :attr:`SandboxHost.isolation` says which limits are in effect.
 There is no Docker mode: these machines have no daemon, and a bubblewrap sandbox over the host's
@@ -20,6 +26,7 @@ files starts in milliseconds where an image build would take minutes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -37,6 +44,15 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from cloudide.localstack.task_init import ID_RANGE
+from cloudide.localstack.volumes import (
+    MountPoint,
+    TaskDisk,
+    declared_volumes,
+    ephemeral_storage_bytes,
+    make_volumes,
+)
+
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +61,15 @@ IMAGE_DIR = "terminal_image"
 SHELL_PATH = "/usr/local/bin/cloudide-shell"  # where the image installs the exec wrapper
 USER_UID = USER_GID = 1000  # the image's `dev` user
 RELAY_SOCKET = "/run/cloudide/s3.sock"
+TASK_INIT_PATH = INSIDE_REPO / "task_init.py"
+WORKSPACE = "/workspace"
+# Without a task definition (the sandbox alone): the two volumes every terminal task mounts.
+DEFAULT_MOUNTS = (MountPoint("workspace", WORKSPACE), MountPoint("tmp", "/tmp"))
+# A writable root's top-level directories, on the task's disk (the host's /usr and /etc stay read-only).
+WRITABLE_ROOT_DIRS = {"var": 0o755, "var/tmp": 0o1777, "srv": 0o755, "mnt": 0o755}
+ID_BASE = 2_000_000  # host ids of task n: ID_BASE + n * ID_RANGE onwards, far from any account's
+ID_SLOTS = 1024
+_ID_LOCKS = Path("/run/cloudide-task-ids")
 START_TIMEOUT_S = 10.0
 WATCHDOG_INTERVAL_S = 0.25
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -253,17 +278,25 @@ class SandboxHost:
         """`isolation`: "auto" (bubblewrap when installed), "bubblewrap" (required) or "plain"."""
         if isolation not in {"auto", "bubblewrap", "plain"}:
             raise ValueError(f"isolation must be auto, bubblewrap or plain, not {isolation!r}")
-        # The layout needs root outside (no user namespace: ECS Exec's root and the uid 1000 user are real).
-        bwrap = shutil.which("bwrap") if isolation != "plain" and os.geteuid() == 0 else None
+        missing = cls.missing()
+        bwrap = shutil.which("bwrap") if isolation != "plain" and missing is None else None
         if isolation == "bubblewrap" and not bwrap:
-            raise SandboxError(
-                "the bubblewrap sandbox needs bwrap installed (apt-get install bubblewrap) and root"
-            )
+            raise SandboxError(f"the bubblewrap sandbox is unavailable: {missing}")
         cgroups = CgroupRoot.detect(name) if os.geteuid() == 0 else None
         host = cls(Isolation.BUBBLEWRAP if bwrap else Isolation.PLAIN, bwrap, cgroups)
         if host.warning:
             logger.warning(host.warning)
         return host
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why this machine cannot run bubblewrap sandboxes, or None. The layout needs root outside: it
+        mounts each task's disk and maps each task's ids (see :class:`TaskIds`)."""
+        if not shutil.which("bwrap"):
+            return "bubblewrap (bwrap) is not installed"
+        if os.geteuid() != 0:
+            return "this is not root"
+        return None
 
     @property
     def limits(self) -> str:
@@ -280,8 +313,8 @@ class SandboxHost:
     def warning(self) -> str | None:
         if self.mode is Isolation.PLAIN:
             return (
-                "LOCAL TASKS RUN UNSANDBOXED: bubblewrap is not installed (or this is not root), so each "
-                "terminal is a plain process on this machine, with its network and its files. Install "
+                "LOCAL TASKS RUN UNSANDBOXED (--unsandboxed): each terminal is a plain process on this "
+                "machine, with its network and its files, and every user can reach every other's. Install "
                 "bubblewrap and run as root to isolate them."
             )
         return None
@@ -289,6 +322,43 @@ class SandboxHost:
     def close(self) -> None:
         if self.cgroups:
             self.cgroups.remove()
+
+
+# ---------------------------------------------------------------------------------------------- ids
+
+
+@dataclass
+class TaskIds:
+    """A task's own range of host ids: the image's id N is host id `root + N` (see :mod:`task_init`).
+
+    A range is held by an exclusive lock on its slot's file, so every runner on this host (tests run
+    several) gets a different one, and a crashed runner's ranges are free again at once."""
+
+    root: int
+    _lock: IO[bytes] | None = None
+
+    @property
+    def user(self) -> int:
+        """Host uid (and gid) of the image's user."""
+        return self.root + USER_UID
+
+    @classmethod
+    def acquire(cls) -> TaskIds:
+        _ID_LOCKS.mkdir(mode=0o700, exist_ok=True)
+        for slot in range(ID_SLOTS):
+            lock = (_ID_LOCKS / f"{slot}.lock").open("ab")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            return cls(ID_BASE + slot * ID_RANGE, lock)
+        raise SandboxError(f"all {ID_SLOTS} task id ranges are in use on this host")
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
 
 # ---------------------------------------------------------------------------------------- filesystem
@@ -314,18 +384,39 @@ def inside_path(host_path: Path) -> Path:
         return host_path
 
 
-def filesystem_args(workspace: Path, tmp: Path, *, extra: Sequence[str] = ()) -> list[str]:
-    """bwrap arguments for the image's file system: a read-only root from the host's /usr and /etc,
-    the Python install (and virtualenv) at their own paths, the repository at /opt/cloudide, the exec
-    wrapper at /usr/local/bin/cloudide-shell, and `workspace`/`tmp` as the writable /workspace and /tmp.
-    `extra` mounts go in before the root is made read-only."""
+def filesystem_args(
+    volumes: Mapping[str, Path],
+    *,
+    read_only: Sequence[str] = (),
+    root_layer: Path | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """bwrap arguments for the image's file system: a root from the host's /usr and /etc, the Python
+    install (and virtualenv), the image's files of this repository under /opt/cloudide (the sync agent,
+    tmux.conf, task_init) and the exec wrapper at /usr/local/bin/cloudide-shell, nothing else of the
+    host. `volumes` maps container paths to host directories (`read_only` lists the read-only ones).
+    `root_layer` (a host directory holding WRITABLE_ROOT_DIRS) makes the root writable where an image's
+    root user could write; without it the root is read-only. `extra` mounts go in before that."""
     python_home = Path(sys.base_prefix)
     venv = Path(sys.prefix)
     binds: list[str] = []
     for source in (python_home, venv):
         visible = source.is_relative_to("/usr") and not source.is_relative_to("/usr/local")
-        if not visible and inside_path(source) == source:
-            binds += _ro_bind(source, source)
+        if not visible:
+            binds += _ro_bind(source, inside_path(source))
+    layer: list[str] = []
+    if root_layer is not None:
+        layer = [arg for name in WRITABLE_ROOT_DIRS if "/" not in name
+                 for arg in ("--bind", str(root_layer / name), f"/{name}")]  # fmt: skip
+    home = [] if "/home/dev" in volumes else ["--perms", "0755", "--dir", "/home/dev"]
+    mounts: list[str] = []
+    for path in sorted(volumes, key=lambda p: len(Path(p).parts)):  # a parent before what is inside it
+        mounts += [
+            *_parents(Path(path)),
+            "--ro-bind" if path in read_only else "--bind",
+            str(volumes[path]),
+            path,
+        ]
     return [
         "--tmpfs", "/",
         "--ro-bind", "/usr", "/usr",
@@ -336,17 +427,18 @@ def filesystem_args(workspace: Path, tmp: Path, *, extra: Sequence[str] = ()) ->
         "--symlink", "usr/lib", "/lib",
         "--symlink", "usr/lib64", "/lib64",
         "--ro-bind", "/etc", "/etc",
+        *layer,
         *binds,
-        *_ro_bind(REPO, INSIDE_REPO),
+        *_ro_bind(REPO / IMAGE_DIR, INSIDE_REPO / IMAGE_DIR),
+        *_ro_bind(Path(__file__).with_name("task_init.py"), TASK_INIT_PATH),
         *_parents(Path("/home/dev/x")),
-        "--perms", "0755", "--dir", "/home/dev",
+        *home,
         "--dev", "/dev",
         "--proc", "/proc",
-        "--bind", str(workspace), "/workspace",
-        "--bind", str(tmp), "/tmp",
+        *mounts,
         *extra,
         "--remount-ro", "/usr/local",
-        "--remount-ro", "/",
+        *([] if root_layer is not None else ["--remount-ro", "/"]),
     ]  # fmt: skip
 
 
@@ -378,9 +470,12 @@ ENTRYPOINT = ["python3", "-m", "workspace_sync", "run"]
 class Sandbox:
     """One task's process tree, isolated as well as the host allows; started once, then watched.
 
-    `directory` holds the task's private state: workspace/, tmp/ and container.log (the entrypoint's
-    stdout and stderr, as the awslogs driver would collect them). `relay_socket` (from
-    :class:`~cloudide.localstack.bridge.EndpointBridge`) is the sandbox's way to `aws_endpoint`; a plain process uses the endpoint.
+    `directory` (mode 0700, owned by the task's root id) holds the task's private state: its disk
+    (volumes/, one directory per task volume) and container.log (the entrypoint's stdout and stderr, as
+    the awslogs driver would collect them). `mounts` are the task definition's mount points and
+    `read_only_root` its readonlyRootFilesystem. `relay_socket` (from
+    :class:`~cloudide.localstack.bridge.EndpointBridge`) is the sandbox's way to `aws_endpoint`; a plain
+    process uses the endpoint, and plain workspace/ and tmp/ directories.
     """
 
     def __init__(
@@ -394,14 +489,20 @@ class Sandbox:
         aws_endpoint: str | None = None,
         relay_socket: Path | None = None,
         entrypoint: Sequence[str] = ENTRYPOINT,
+        mounts: Sequence[MountPoint] = DEFAULT_MOUNTS,
+        read_only_root: bool = True,
     ) -> None:
         self.host = host
         self.name = name
         self.directory = directory
         self.limits = limits
         self.entrypoint = list(entrypoint)
-        self.workspace = directory / "workspace"
-        self.tmp = directory / "tmp"
+        self.mounts = list(mounts)
+        self.read_only_root = read_only_root
+        self.volumes: dict[str, Path] = {}  # container path -> host directory, once prepared
+        self.ids: TaskIds | None = None
+        self.disk: TaskDisk | None = None
+        self.tmp = directory / "tmp"  # the plain process's /tmp
         self.log_path = directory / "container.log"
         self.relay_socket = relay_socket
         self.sandboxed = host.mode is Isolation.BUBBLEWRAP
@@ -434,6 +535,16 @@ class Sandbox:
         return {**image, **env, **local}
 
     @property
+    def workspace(self) -> Path:
+        """The host directory that is the task's /workspace."""
+        return self.volumes.get(WORKSPACE, self.directory / "workspace")
+
+    @property
+    def user_uid(self) -> int:
+        """The host uid the image's user runs as in this task."""
+        return self.ids.user if self.ids else (USER_UID if os.geteuid() == 0 else os.getuid())
+
+    @property
     def limits_in_effect(self) -> str:
         if self.cgroup:
             return f"{self.limits} ({self.host.limits})"
@@ -442,14 +553,44 @@ class Sandbox:
     # ------------------------------------------------------------------------------------ lifecycle
 
     def prepare(self) -> None:
-        """Create the task's private directories (the workspace belongs to the image's user) and cgroup."""
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(exist_ok=True)
-        if os.geteuid() == 0:
-            os.chown(self.workspace, USER_UID, USER_GID)
-        self.tmp.chmod(0o1777)
+        """Create the task's ids, private directory, disk and volumes (as Fargate makes them) and cgroup."""
+        self.directory.mkdir(mode=0o700 if self.sandboxed else 0o755, parents=True, exist_ok=True)
+        if self.sandboxed:
+            self.ids = TaskIds.acquire()
+            os.chown(self.directory, self.ids.root, self.ids.root)
+            self.directory.chmod(0o700)
+            self.disk = TaskDisk(
+                self.directory / "disk.img",
+                self.directory / "volumes",
+                ephemeral_storage_bytes(self.limits.memory_bytes),
+            )
+            self.disk.create()
+            self.volumes = make_volumes(
+                self.disk.mount_point, self.mounts, declared_volumes(), id_offset=self.ids.root
+            )
+            if not self.read_only_root:
+                self._make_root_layer(self.disk.mount_point / ".root")
+        else:
+            self.workspace.mkdir(exist_ok=True)
+            self.tmp.mkdir(exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(self.workspace, USER_UID, USER_GID)
+            self.tmp.chmod(0o1777)
         if self.host.cgroups:
             self.cgroup = self.host.cgroups.create(self.name, self.limits)
+
+    def _make_root_layer(self, layer: Path) -> None:
+        """The writable root's top-level directories, owned by the task's root, on the task's disk."""
+        assert self.ids is not None
+        for name, mode in WRITABLE_ROOT_DIRS.items():
+            directory = layer / name
+            directory.mkdir(parents=True)
+            os.chown(directory, self.ids.root, self.ids.root)
+            directory.chmod(mode)
+
+    @property
+    def root_layer(self) -> Path | None:
+        return self.disk.mount_point / ".root" if self.disk and not self.read_only_root else None
 
     def start(self) -> int:
         """Start the entrypoint; returns the host pid once the sandbox exists (bwrap set it up)."""
@@ -481,7 +622,7 @@ class Sandbox:
     def _start_bubblewrap(self, log: IO[bytes]) -> int:
         assert self.host.bwrap
         read_fd, write_fd = os.pipe()
-        init = INSIDE_REPO / Path(__file__).with_name("task_init.py").relative_to(REPO)
+        assert self.ids is not None, "prepare() first"
         relay: list[str] = []
         relay_mount: list[str] = []
         if self.relay_socket and "AWS_ENDPOINT_URL" in self.environment:
@@ -494,12 +635,18 @@ class Sandbox:
             "--hostname", self.name[:63],
             "--as-pid-1",  # task_init is pid 1: it forwards SIGTERM, which bwrap's own init would not
             "--json-status-fd", str(write_fd),
-            *filesystem_args(self.workspace, self.tmp, extra=relay_mount),
+            *filesystem_args(
+                self.volumes,
+                read_only=[m.path for m in self.mounts if m.read_only],
+                root_layer=self.root_layer,
+                extra=relay_mount,
+            ),
             "--chdir", "/workspace",
             # task_init (root in the sandbox) needs these only to drop the entrypoint to the user
             "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
             "--",
-            "python3", "-I", "-S", str(init), *relay, "--", *_DROP_TO_USER, *self.entrypoint,
+            "python3", "-I", "-S", str(TASK_INIT_PATH), *relay, "--map-ids", str(self.ids.root),
+            "--", *_DROP_TO_USER, *self.entrypoint,
         ]  # fmt: skip
         try:
             self._proc = self._popen(argv, log, pass_fds=(write_fd,))
@@ -635,6 +782,10 @@ class Sandbox:
             self._status_fd = None
         if self.cgroup:
             self.cgroup.remove()
+        if self.disk:
+            self.disk.remove()
+        if self.ids:
+            self.ids.release()
 
     # ------------------------------------------------------------------------------------------ exec
 
@@ -646,13 +797,26 @@ class Sandbox:
         if self.pid is None or self.poll() is not None:
             raise SandboxError(f"task {self.name} has no running process")
         if self.sandboxed:
+            # The entrypoint's namespaces, its user namespace included: ECS Exec's root is the task's own.
             nsenter = shutil.which("nsenter") or "nsenter"
-            argv = [nsenter, "-t", str(self.pid), "-m", "-p", "-n", "-i", "-u", "-r", "-w", "--", *command]
+            target = str(self._entrypoint_pid())
+            argv = [nsenter, "-t", target, "-U", "-m", "-p", "-n", "-i", "-u", "-r", "-w", "--", *command]
         else:
             wrapper = str(REPO / IMAGE_DIR / "cloudide-shell")
             argv = [wrapper if command[0] == SHELL_PATH else command[0], *command[1:]]
         # the SSM agent gives an interactive command a terminal type, as here
         return in_cgroup(argv, self.cgroup), {**self.environment, "TERM": "xterm-256color"}
+
+    def _entrypoint_pid(self) -> int:
+        """A process of the task's user namespace: a child of pid 1 (task_init stays outside it)."""
+        assert self.pid is not None
+        own = os.readlink(f"/proc/{self.pid}/ns/user")
+        with contextlib.suppress(OSError):
+            for child in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split():
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{child}/ns/user") != own:
+                        return int(child)
+        raise SandboxError(f"task {self.name} has no process in its user namespace")
 
 
 def _rss_bytes(pids: set[int]) -> int:

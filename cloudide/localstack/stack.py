@@ -37,6 +37,7 @@ from cloudide.localstack.rest_api import (
 )
 from cloudide.localstack.runner import LocalTaskRunner
 from cloudide.localstack.schedules import Schedules
+from cloudide.offline import ssm_sessions
 from cloudide.offline.clock import ScaledClock
 from cloudide.offline.stack import DeployedStack, OfflineAws
 from cloudide.transport.gateway import Gateway
@@ -64,6 +65,7 @@ class LocalStackConfig:
     aws_port: int = 0  # 0: any free port
     state_dir: Path = Path(".local-state")
     persist: bool = False
+    unsandboxed: bool = False  # plain processes when bubblewrap is unavailable (--unsandboxed)
     parameters: tuple[tuple[str, str], ...] = ()  # template parameter overrides
     time_scale: float = 1.0  # < 1 compresses the control plane's time (timeouts, deadlines) for tests
     verbose: bool = False  # the functions' INFO logs and metrics on stdout
@@ -156,6 +158,7 @@ class LocalStack:
                 self.stack.outputs["ClusterName"],
                 state_dir=self.state_dir / "tasks",
                 time_scale=self.config.time_scale,
+                isolation="auto" if self.config.unsandboxed else "bubblewrap",
             )
             self.runner.start()
         self._say(f"  isolation: {self.runner.isolation}")
@@ -167,6 +170,7 @@ class LocalStack:
         with self._step("ECS Exec peer (SSM data channel)"):
             self.peer = LocalPeer()
             await self.peer.start()
+            ssm_sessions.set_terminator(self.peer.terminate)
         with self._step("REST API"), _listening("the REST API", self.config.host, self.config.api_port):
             self.rest_api = RestApiServer(self._rest_api(), self.config.host, self.config.api_port).start()
         with (
@@ -177,6 +181,7 @@ class LocalStack:
             self.gateway = Gateway(
                 api.connector,
                 activity_factory=api.activity,
+                access_check_factory=api.reader,  # a joining viewer opens no exec session
                 # Activity keeps pace with the control plane's clock, which --time-scale speeds up.
                 limits=HubLimits(activity_interval_s=ACTIVITY_INTERVAL_S * self.config.time_scale),
                 host=self.config.host,
@@ -218,6 +223,7 @@ class LocalStack:
         if self.rest_api is not None:
             self.rest_api.close()
         if self.peer is not None:
+            ssm_sessions.set_terminator(None)
             await self.peer.stop()
         if self.aws is not None:
             await loop.run_in_executor(None, self.aws.stop)
@@ -289,7 +295,7 @@ class LocalStack:
         """ExecuteCommand on the local AWS: a data channel to ``command`` inside the task's sandbox."""
         assert self.runner is not None and self.peer is not None
         argv, env = self.runner.exec_command(task_arn, shlex.split(command))
-        credentials = self.peer.new_session(argv, env=env)
+        credentials = self.peer.new_session(argv, env=env, target=task_arn)  # its own session limit
         return credentials.to_json()
 
     def _settle(self) -> int:

@@ -4,6 +4,12 @@ As an init it starts the entrypoint, forwards the signals ECS would send (SIGTER
 reaps every orphan (the exec'd shells' tmux server ends up here, as under ECS's init), and exits with
 the entrypoint's status (128 + signal when it was killed, as tini does), which ends the pid namespace.
 
+With ``--map-ids OFFSET`` the entrypoint runs in its own user namespace in which ids 0-65535 are the
+host's OFFSET to OFFSET+65535: the image's root and uid 1000 are then a host uid of this task alone, so
+no other task's processes (each with its own range) can read its files, signal or trace its processes,
+or reach its sockets, whatever path they find. task_init stays outside it: it writes the mapping, which
+needs CAP_SETUID in the parent namespace.
+
 The sandbox's network is loopback only, so it also relays 127.0.0.1:<port> to a unix socket the runner
 binds into the sandbox, whose other end forwards to the local AWS: the agent sees an ordinary
 AWS_ENDPOINT_URL and nothing else of the host's network.
@@ -17,10 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 
 FORWARDED_SIGNALS = (
@@ -31,6 +39,8 @@ FORWARDED_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGUSR2,
 )
+ID_RANGE = 65_536
+_CLONE_NEWUSER = 0x10000000
 CONNECT_TIMEOUT_S = 10.0
 RELAY_READY_TIMEOUT_S = 10.0
 _CHUNK = 64 * 1024
@@ -80,7 +90,48 @@ def _exit_status(status: int) -> int:
     return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-def run(command: Sequence[str], relay: tuple[int, str] | None) -> int:
+def _unshare_user_namespace() -> None:
+    """unshare(CLONE_NEWUSER) through libc: os.unshare needs Python 3.12, the sandbox may run 3.11."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWUSER) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER)")
+
+
+def _spawn(command: Sequence[str], id_offset: int | None) -> int:
+    """Start the entrypoint, in a user namespace mapped at `id_offset` when given; returns its pid."""
+    if id_offset is None:
+        return os.posix_spawnp(command[0], list(command), os.environ)
+    unshared_r, unshared_w = os.pipe()
+    mapped_r, mapped_w = os.pipe()
+    with warnings.catch_warnings():  # the relay thread runs; the child makes system calls only
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: only system calls until exec
+        try:
+            _unshare_user_namespace()
+            os.write(unshared_w, b"u")
+            if os.read(mapped_r, 1) != b"m":
+                os._exit(1)
+            os.setgroups([])
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)  # the namespace's root: exec gives it its capabilities there
+            os.execvp(command[0], list(command))
+        except OSError as error:
+            os.write(2, f"task-init: cannot start {command[0]}: {error}\n".encode())
+        os._exit(127)
+    try:
+        if os.read(unshared_r, 1) == b"u":
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{pid}/{name}", "w") as mapping:
+                    mapping.write(f"0 {id_offset} {ID_RANGE}\n")
+            os.write(mapped_w, b"m")
+    finally:
+        for fd in (unshared_r, unshared_w, mapped_r, mapped_w):
+            os.close(fd)
+    return pid
+
+
+def run(command: Sequence[str], relay: tuple[int, str] | None, id_offset: int | None = None) -> int:
     if relay:
         ready = threading.Event()
         threading.Thread(target=_serve_relay, args=(*relay, ready), name="aws-relay", daemon=True).start()
@@ -100,7 +151,7 @@ def run(command: Sequence[str], relay: tuple[int, str] | None) -> int:
     # pid 1 drops signals it has no handler for: install before the entrypoint exists.
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, forward)
-    child = os.posix_spawnp(command[0], list(command), os.environ)
+    child = _spawn(command, id_offset)
     for pending in early:
         forward(pending, None)
     while True:
@@ -115,13 +166,14 @@ def run(command: Sequence[str], relay: tuple[int, str] | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="task_init", description=__doc__.splitlines()[0])
     parser.add_argument("--relay", metavar="PORT=SOCKET", help="relay 127.0.0.1:PORT to a unix socket")
+    parser.add_argument("--map-ids", type=int, metavar="OFFSET", help="run it as host ids OFFSET+0..65535")
     parser.add_argument("command", nargs="+", help="the entrypoint (after --)")
     args = parser.parse_args(argv)
     relay = None
     if args.relay:
         port, _, socket_path = args.relay.partition("=")
         relay = (int(port), socket_path)
-    return run(args.command, relay)
+    return run(args.command, relay, args.map_ids)
 
 
 if __name__ == "__main__":

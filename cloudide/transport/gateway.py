@@ -62,10 +62,12 @@ from cloudide.transport.gateway_hub import (
     run_viewer,
 )
 from cloudide.transport.sessions_api import (
+    BEARER_TOKEN_PATTERN,
     UNAVAILABLE_CLOSE_CODE,
     ActivityFactory,
     ApiRejected,
     ConnectorFactory,
+    SessionReadFactory,
     SessionsApi,
 )
 
@@ -81,7 +83,7 @@ Size = Annotated[int, Field(ge=1, le=1000)]
 
 class AuthMessage(BaseModel):
     type: Literal["auth"]
-    token: str = Field(min_length=1, max_length=16384)
+    token: str = Field(min_length=1, max_length=16384, pattern=BEARER_TOKEN_PATTERN)
     mode: Literal["read", "write"] = "write"
     rows: Size = 24
     cols: Size = 80
@@ -154,6 +156,7 @@ class Gateway:
         connector_factory: ConnectorFactory,
         *,
         activity_factory: ActivityFactory | None = None,
+        access_check_factory: SessionReadFactory | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         limits: HubLimits | None = None,
@@ -164,10 +167,14 @@ class Gateway:
     ) -> None:
         """``activity_factory``, when given, reports each session's use to the API (normally
         :meth:`SessionsApi.activity`), so the idle watchdog does not stop a session someone is using.
+        ``access_check_factory`` (normally :meth:`SessionsApi.reader`) vets a viewer joining a
+        session the gateway already relays; without it a connect call does, which on AWS opens an exec
+        session that holds one of the task's two places until it expires.
         ``api_url``, when given, is the REST API the page lists, starts and stops sessions with
         (served to it as ``/config.json``); without it the page only opens a session it is given."""
         self._factory = connector_factory
         self._activity_factory = activity_factory
+        self._access_check_factory = access_check_factory
         self._host = host
         self._port = port
         self._limits = limits or HubLimits()
@@ -302,7 +309,14 @@ class Gateway:
             if not isinstance(first, str):
                 raise ValueError("binary")
             return AuthMessage.model_validate_json(first)
-        except (ValueError, ValidationError):
+        except ValidationError as error:
+            # Name the field, never echo its value: the value may be (part of) a bearer token.
+            fields = sorted({".".join(map(str, e["loc"])) or "message" for e in error.errors()})
+            await websocket.close(
+                CLOSE_BAD_MESSAGE, _close_reason(f"malformed auth message: {', '.join(fields)}")
+            )
+            return None
+        except ValueError:
             await websocket.close(CLOSE_BAD_MESSAGE, 'first message must be {"type":"auth","token":...}')
             return None
 
@@ -310,8 +324,8 @@ class Gateway:
         """Check the token with the API and attach ``viewer`` to the session's hub, starting it if needed.
 
         A token the API already accepted for this session joins without another call. Any other
-        token costs one connect call: the gateway cannot judge tokens itself, and the credentials
-        that call returns are left unused (the data channel is never opened).
+        token costs one access check (see ``access_check_factory``): the gateway cannot judge tokens
+        itself. All viewers share the one upstream data channel.
         """
         digest = hashlib.sha256(auth.token.encode()).digest()
         while True:
@@ -335,7 +349,10 @@ class Gateway:
                         )
                     elif digest not in hub.accepted_tokens:
                         async with asyncio.timeout(self._connect_timeout_s):
-                            await connector()
+                            if self._access_check_factory is not None:
+                                await self._access_check_factory(session_id, auth.token)()
+                            else:
+                                await connector()
                 except BaseException:
                     if not hub.started and not hub.viewers:
                         self._forget(hub)
@@ -390,6 +407,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
     gateway = await Gateway(
         api.connector,
         activity_factory=api.activity,
+        access_check_factory=api.reader,
         host=args.host,
         port=args.port,
         node_modules=args.node_modules,

@@ -15,6 +15,17 @@ pseudo-terminal for it. :class:`LocalPeer` follows the agent's rules (SSM_PROTOC
   sent; when the client goes away, the command gets SIGHUP like any process whose terminal hangs up;
 * :class:`~cloudide.transport.faults.FaultPlan` and :meth:`LocalPeer.cut` inject the failures a real relay
   produces, and ``idle_timeout`` imitates ECS Exec's idle cut.
+
+It is as strict as the service about what a session costs (docs/ecs-exec-sessions.md):
+
+* each target (task container) runs at most ``session_limit`` sessions at once -- the exec agent's
+  ``SessionWorkersLimit``, 2 when the control plane sends none -- and a session holds its worker from
+  ``new_session`` (ExecuteCommand) on. A session over the limit waits for a worker, silently, as the
+  agent's job pool queues it: its data channel opens but no output comes;
+* a token not used within ``token_ttl_s`` is refused and its session freed;
+* a client that drops its socket does not end its session: the session keeps its worker until
+  ``abandoned_timeout_s`` (the 20-minute idle timeout) passes or :meth:`LocalPeer.terminate` (the SSM
+  ``TerminateSession`` API) ends it. Its PTY is hung up at once, which the agent would keep running.
 """
 
 from __future__ import annotations
@@ -33,9 +44,9 @@ import subprocess
 import termios
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -65,6 +76,16 @@ HANDSHAKE_TIMEOUT = 15.0
 DRAIN_TIMEOUT = 2.0
 HANGUP_GRACE = 2.0
 READ_SIZE = 64 * 1024
+SESSION_LIMIT = 2
+"""The ECS agent's SessionWorkersLimit when the control plane sends none (Fargate's value: UNSURE)."""
+TOKEN_TTL_S = 60.0
+"""A token is "valid only long enough to ensure the connection is successful" (StartSession reference);
+no figure is published, so this takes a strict short bound."""
+ABANDONED_TIMEOUT_S = 20 * 60.0
+"""ECS Exec's idle timeout, which is what ends a session whose client went away without ending it."""
+SWEEP_INTERVAL_S = 1.0
+
+SessionState = Literal["issued", "open", "abandoned"]
 
 
 @dataclass
@@ -75,7 +96,10 @@ class _Session:
     cwd: str | None
     handshake: bool
     kms_key_id: str | None
-    used: bool = False
+    target: str
+    issued_at: float
+    state: SessionState = "issued"
+    abandoned_at: float = 0.0
     connections: set[ServerConnection] = field(default_factory=set)
 
 
@@ -91,14 +115,29 @@ class LocalPeer:
         chunk_size: int = 1024,
         idle_timeout: float | None = None,
         limits: ChannelLimits | None = None,
+        session_limit: int = SESSION_LIMIT,
+        token_ttl_s: float = TOKEN_TTL_S,
+        abandoned_timeout_s: float = ABANDONED_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` decides token and abandonment expiry, so tests can drive it instead of waiting."""
+        if session_limit < 1:
+            raise ValueError("session_limit must be at least 1")
         self._host = host
         self._port = port
         self.faults = faults
         self._chunk_size = chunk_size
         self._idle_timeout = idle_timeout
         self._limits = limits or ChannelLimits(give_up_after=None)  # the agent never gives up resending
-        self._sessions: dict[str, _Session] = {}
+        self._session_limit = session_limit
+        self._token_ttl_s = token_ttl_s
+        self._abandoned_timeout_s = abandoned_timeout_s
+        self._clock = clock
+        self._sessions: dict[str, _Session] = {}  # in issue order: the first ones per target hold workers
+        self._released = asyncio.Event()  # set (and replaced) whenever a session frees its worker
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_pending = False
+        self._sweeper: asyncio.Task[None] | None = None
         self._server: Server | None = None
         self.injected: Counter[str] = Counter()
         """How many faults of each kind were injected, over all connections (for tests to check)."""
@@ -115,9 +154,16 @@ class LocalPeer:
             self._serve_connection, self._host, self._port, max_size=2**20, compression=None
         )
         self._port = self._server.sockets[0].getsockname()[1]
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="local-peer-sweeper")
         logger.info("local peer listening", extra={"host": self._host, "port": self._port})
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -135,8 +181,12 @@ class LocalPeer:
         cwd: str | None = None,
         handshake: bool = False,
         kms_key_id: str | None = None,
+        target: str = "default",
     ) -> ExecCredentials:
-        """Credentials for one data channel that runs ``command`` on a PTY, shaped as ExecuteCommand's."""
+        """Credentials for one data channel that runs ``command`` on a PTY, shaped as ExecuteCommand's.
+
+        ``target`` names the task container: sessions of one target share its ``session_limit``.
+        """
         if self._server is None:
             raise RuntimeError("LocalPeer.start() has not been called")
         if not command:
@@ -147,6 +197,7 @@ class LocalPeer:
             stream_url=f"ws://{self._host}:{self._port}{PATH_PREFIX}{session_id}?role=publish_subscribe",
             token_value=secrets.token_urlsafe(32),
         )
+        self.sweep()
         self._sessions[session_id] = _Session(
             credentials,
             tuple(command),
@@ -154,8 +205,74 @@ class LocalPeer:
             cwd,
             handshake=handshake or kms_key_id is not None,
             kms_key_id=kms_key_id,
+            target=target,
+            issued_at=self._clock(),
         )
         return credentials
+
+    def live_sessions(self, target: str | None = None) -> list[str]:
+        """Ids of the sessions not yet ended (issued, open or abandoned), of one target or all."""
+        self.sweep()
+        return [i for i, s in self._sessions.items() if target is None or s.target == target]
+
+    def state(self, session_id: str) -> SessionState | None:
+        """Where a session is: token issued, channel open, client gone (abandoned); None once ended."""
+        session = self._sessions.get(session_id)
+        return session.state if session else None
+
+    def waiting(self) -> list[str]:
+        """Ids of the sessions whose client is connected but that wait for a worker (no output yet)."""
+        return [
+            i
+            for i, s in self._sessions.items()
+            if s.state == "open" and s.connections and not self._holds_worker(s)
+        ]
+
+    def terminate(self, session_id: str) -> bool:
+        """The SSM ``TerminateSession`` API: end a session and free its worker; False if it is not live."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        if self._loop is not None:  # called from the API's thread in the local stack
+            for connection in list(session.connections):
+                self._loop.call_soon_threadsafe(connection.transport.abort)
+        self._release(session_id, "terminated")
+        return True
+
+    def sweep(self) -> int:
+        """Free sessions whose token expired unused or whose client left too long ago; returns how many."""
+        now = self._clock()
+        expired = [
+            session_id
+            for session_id, session in self._sessions.items()
+            if (session.state == "issued" and now - session.issued_at >= self._token_ttl_s)
+            or (session.state == "abandoned" and now - session.abandoned_at >= self._abandoned_timeout_s)
+        ]
+        for session_id in expired:
+            self._release(session_id, "expired")
+        return len(expired)
+
+    def _holds_worker(self, session: _Session) -> bool:
+        ahead = [s for s in self._sessions.values() if s.target == session.target]
+        return session in ahead[: self._session_limit]
+
+    def _release(self, session_id: str, why: str) -> None:
+        if self._sessions.pop(session_id, None) is None:
+            return
+        logger.debug("session released", extra={"session_id": session_id, "why": why})
+        if self._loop is not None and not self._wake_pending:  # may be called from another thread
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._wake_waiters)
+
+    def _wake_waiters(self) -> None:
+        self._wake_pending = False
+        self._released.set()
+        self._released = asyncio.Event()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            self.sweep()
 
     def cut(self, session_id: str | None = None) -> int:
         """Drop live data channels (one session's, or all) without a close frame; returns how many."""
@@ -172,18 +289,49 @@ class LocalPeer:
         if session is None:
             return
         session.connections.add(connection)
+        session_id = session.credentials.session_id
         transport: Transport = (
             FaultyTransport(connection, self.faults, self.injected) if self.faults else connection
         )
-        name = f"peer:{session.credentials.session_id}"
+        ended = False
         try:
+            if not await self._wait_for_worker(session, connection):
+                return
             async with DataChannel(
-                transport, sends=MessageType.OUTPUT_STREAM_DATA, limits=self._limits, name=name
+                transport,
+                sends=MessageType.OUTPUT_STREAM_DATA,
+                limits=self._limits,
+                name=f"peer:{session_id}",
             ) as channel:
-                await self._run_session(session, channel)
+                ended = await self._run_session(session, channel)
         finally:
             session.connections.discard(connection)
-            self._sessions.pop(session.credentials.session_id, None)
+            if ended:
+                self._release(session_id, "ended")
+            elif session_id in self._sessions:
+                # The client went away without the session ending: it keeps its worker until it times
+                # out or is terminated, as the agent keeps it.
+                session.state = "abandoned"
+                session.abandoned_at = self._clock()
+
+    async def _wait_for_worker(self, session: _Session, connection: ServerConnection) -> bool:
+        """Hold a session over the target's limit until a worker frees; False if it ended meanwhile."""
+        if not self._holds_worker(session):
+            logger.warning(
+                "session waits for a worker: the target is at its session limit",
+                extra={"session_id": session.credentials.session_id, "limit": self._session_limit},
+            )
+        closed = asyncio.ensure_future(connection.wait_closed())
+        try:
+            while not self._holds_worker(session):
+                if session.credentials.session_id not in self._sessions or closed.done():
+                    return False
+                waiter = asyncio.ensure_future(self._released.wait())
+                await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+            return session.credentials.session_id in self._sessions
+        finally:
+            closed.cancel()
 
     async def _authenticate(self, connection: ServerConnection) -> _Session | None:
         path = connection.request.path if connection.request else ""
@@ -194,25 +342,29 @@ class LocalPeer:
             token = json.loads(opening).get("TokenValue") if isinstance(opening, str) else None
         except (TimeoutError, ConnectionClosed, ValueError, AttributeError):
             token = None
+        if session is not None and session.state == "issued":
+            self.sweep()  # an expired token is refused, not merely late
+            session = self._sessions.get(session.credentials.session_id)
         if (
             session is None
-            or session.used
+            or session.state != "issued"
             or not token
             or not secrets.compare_digest(str(token), session.credentials.token_value)
         ):
             logger.warning("refused data channel", extra={"path": path})
             await connection.close(1008, "invalid session or token")
             return None
-        session.used = True
+        session.state = "open"
         return session
 
-    async def _run_session(self, session: _Session, channel: DataChannel) -> None:
+    async def _run_session(self, session: _Session, channel: DataChannel) -> bool:
+        """Serve the session's one data channel; True if the session ended (not just its client left)."""
         session_id = session.credentials.session_id
         if session.handshake:
             refusal = await self._handshake(session, channel)
             if refusal is not None:
                 await channel.send_unsequenced(channel_closed(session_id, refusal))
-                return
+                return True
         async with _PtyProcess(session.command, session.env, session.cwd) as process:
             output = asyncio.create_task(self._pump_output(process, channel))
             input_ = asyncio.create_task(self._pump_input(process, channel))
@@ -227,9 +379,11 @@ class LocalPeer:
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(channel.close(), DRAIN_TIMEOUT)
-            else:
-                output.cancel()
-            logger.info("session over", extra={"session_id": session_id, "idle_cut": bool(idle_cut)})
+                logger.info("session over", extra={"session_id": session_id, "idle_cut": bool(idle_cut)})
+                return True
+            output.cancel()
+            logger.info("client went away", extra={"session_id": session_id})
+            return False
 
     async def _handshake(self, session: _Session, channel: DataChannel) -> str | None:
         """Run the agent's handshake; returns why the session was refused, or None."""

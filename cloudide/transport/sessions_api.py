@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,12 +34,23 @@ logger = logging.getLogger(__name__)
 ConnectorFactory = Callable[[str, str], Connector]
 """``(session_id, bearer_token) -> Connector``: each call of the connector yields fresh credentials."""
 
+SessionRead = Callable[[], Awaitable[dict[str, Any]]]
+SessionReadFactory = Callable[[str, str], SessionRead]
+"""``(session_id, bearer_token) -> read``: the session's view; :class:`ApiRejected` unless it is the token's."""
+
 ActivityReport = Callable[[], Awaitable[None]]
 ActivityFactory = Callable[[str, str], ActivityReport]
 """``(session_id, bearer_token) -> report``: each call tells the API the session is in use."""
 
+BEARER_TOKEN_PATTERN = r"^[!-~]+$"
+"""What can travel in an ``Authorization`` header: visible ASCII, no space, no CR/LF or other control
+character. Anything else is refused before it is sent anywhere, retried, or written to a log."""
+
 # WebSocket close code for failures retrying might fix (4000-4999 are for applications).
 UNAVAILABLE_CLOSE_CODE = 4502
+
+LAST_EXEC_SESSIONS_KEPT = 4096
+"""Sessions whose last exec session a client remembers (the oldest is forgotten first)."""
 
 ACTIVITY_INTERVAL_S = 60.0
 """Most one report per minute: idle timeouts are whole minutes (at least 5 by default), and the API
@@ -65,6 +77,13 @@ class ApiRejected(TransportError):
         return 4000 + self.status
 
 
+class MalformedToken(TransportError):
+    """The bearer token cannot be a token (see :data:`BEARER_TOKEN_PATTERN`); says so without echoing it."""
+
+    def __init__(self) -> None:
+        super().__init__("the bearer token must be visible ASCII without spaces or line breaks")
+
+
 class ApiUnavailable(ConnectionError):
     """The API could not be reached or answered unusably (5xx, 429, bad JSON); worth retrying."""
 
@@ -75,33 +94,72 @@ class SessionsApi:
     def __init__(self, api_url: str, *, timeout_s: float = 10.0) -> None:
         self._base = api_url.rstrip("/")
         self._timeout_s = timeout_s
+        self._last_exec_session: dict[str, str] = {}  # session id -> the exec session last opened
 
-    def connector(self, session_id: str, bearer_token: str) -> Connector:
-        """``POST /sessions/{id}/connect``: fresh exec credentials for each new data channel."""
+    def connector(self, session_id: str, bearer_token: str, *, replaces: str | None = None) -> Connector:
+        """``POST /sessions/{id}/connect``: fresh exec credentials for each new data channel.
+
+        A connector is called again only to replace its data channel, so every call after the first
+        names the exec session it supersedes (``replaces``) and the API terminates it. Otherwise each
+        reconnect would leave one behind until ECS Exec's idle timeout, and the exec agent runs only
+        two sessions per container: a third reconnect would get no shell. The first call replaces
+        ``replaces`` (an exec session an earlier client left: ``cloudide attach`` detached), or else
+        the last one this client opened for the session (a gateway's terminal closed while nobody
+        watched: the shell ran on, and so did its exec session).
+        """
+        check_token(bearer_token)
         url = self._url(session_id, "connect")
+        previous = replaces or self._last_exec_session.get(session_id)
 
         async def connect() -> ExecCredentials:
-            body = await asyncio.to_thread(_post, url, bearer_token, self._timeout_s, "connect")
+            nonlocal previous
+            request = {"replaces": previous} if previous else {}
+            body = await asyncio.to_thread(
+                _call, "POST", url, bearer_token, self._timeout_s, "connect", request
+            )
             if not isinstance(body, dict):
                 raise ApiUnavailable("API answered connect with JSON that is not an object")
             try:
-                return ExecCredentials.from_json(body)
+                credentials = ExecCredentials.from_json(body)
             except ValueError as error:
                 raise ApiUnavailable(str(error)) from None
+            previous = self._last_exec_session[session_id] = credentials.session_id
+            if len(self._last_exec_session) > LAST_EXEC_SESSIONS_KEPT:
+                del self._last_exec_session[next(iter(self._last_exec_session))]
+            return credentials
 
         return connect
 
+    def reader(self, session_id: str, bearer_token: str) -> SessionRead:
+        """``GET /sessions/{id}``: the session as the API shows it to this token (a 4xx if not theirs).
+
+        Opens no exec session, unlike connect, so it is also how the gateway vets a viewer joining a
+        terminal it already relays: that costs the task nothing.
+        """
+        check_token(bearer_token)
+        url = self._url(session_id)
+
+        async def read() -> dict[str, Any]:
+            body = await asyncio.to_thread(_call, "GET", url, bearer_token, self._timeout_s, "read", None)
+            if not isinstance(body, dict):
+                raise ApiUnavailable("API answered read with JSON that is not an object")
+            return body
+
+        return read
+
     def activity(self, session_id: str, bearer_token: str) -> ActivityReport:
         """``POST /sessions/{id}/activity``: the session is in use, so its idle deadline moves."""
+        check_token(bearer_token)
         url = self._url(session_id, "activity")
 
         async def report() -> None:
-            await asyncio.to_thread(_post, url, bearer_token, self._timeout_s, "activity")
+            await asyncio.to_thread(_call, "POST", url, bearer_token, self._timeout_s, "activity", {})
 
         return report
 
-    def _url(self, session_id: str, action: str) -> str:
-        return f"{self._base}/sessions/{urllib.parse.quote(session_id, safe='')}/{action}"
+    def _url(self, session_id: str, action: str = "") -> str:
+        url = f"{self._base}/sessions/{urllib.parse.quote(session_id, safe='')}"
+        return f"{url}/{action}" if action else url
 
 
 class ActivityReporter:
@@ -113,11 +171,19 @@ class ActivityReporter:
     early idle stop, never the terminal itself.
     """
 
-    def __init__(self, report: ActivityReport, *, interval_s: float = ACTIVITY_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        report: ActivityReport,
+        *,
+        interval_s: float = ACTIVITY_INTERVAL_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """``sleep`` waits out each interval; tests pass one they drive instead of waiting."""
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self._report = report
         self._interval_s = interval_s
+        self._sleep = sleep
         self._touched = False
         self._task: asyncio.Task[None] | None = None
         self.reports = 0
@@ -140,7 +206,7 @@ class ActivityReporter:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval_s)
+            await self._sleep(self._interval_s)
             if not self._touched:
                 continue
             self._touched = False
@@ -151,12 +217,20 @@ class ActivityReporter:
                 logger.warning("activity report failed", extra={"error": str(error)})
 
 
-def _post(url: str, bearer_token: str, timeout_s: float, call: str) -> Any:
-    """POST ``{}`` and return the JSON answer (None for an empty one), mapping failures as above."""
+def check_token(bearer_token: str) -> None:
+    """Raise :class:`MalformedToken` for what no API would accept as a bearer token."""
+    if not re.fullmatch(BEARER_TOKEN_PATTERN, bearer_token):
+        raise MalformedToken()
+
+
+def _call(
+    method: str, url: str, bearer_token: str, timeout_s: float, call: str, body: dict[str, Any] | None
+) -> Any:
+    """Send ``body`` (if any) and return the JSON answer (None for an empty one), mapping failures as above."""
     request = urllib.request.Request(
         url,
-        method="POST",
-        data=b"{}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {bearer_token}", "Content-Type": "application/json"},
     )
     try:

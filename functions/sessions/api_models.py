@@ -10,6 +10,7 @@ from sessions.record import Status
 
 SESSION_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+EXEC_SESSION_ID_PATTERN = r"^ecs-execute-command-[A-Za-z0-9-]+$"
 
 
 class StartSessionRequest(BaseModel):
@@ -25,6 +26,12 @@ class ConnectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     readOnly: bool = Field(False, description="Attach without the ability to type (for viewers)")
+    replaces: str | None = Field(
+        None,
+        pattern=EXEC_SESSION_ID_PATTERN,
+        max_length=128,
+        description="The exec sessionId of this client's previous data channel, which the API ends",
+    )
 
 
 class SessionView(BaseModel):

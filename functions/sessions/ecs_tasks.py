@@ -16,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from sessions.config import Settings
+from sessions.observability import logger
 from sessions.record import Session
 from sessions.throttling import THROTTLING_CODES
 from sessions.tiers import TIERS
@@ -56,11 +57,12 @@ def workspace_prefix(session: Session) -> str:
 
 
 class EcsTasks:
-    def __init__(self, settings: Settings, *, client: Any | None = None) -> None:
+    def __init__(self, settings: Settings, *, client: Any | None = None, ssm: Any | None = None) -> None:
         self._settings = settings
         self._client = client or boto3.client(
             "ecs", config=Config(retries={"mode": "standard", "max_attempts": 3})
         )
+        self._ssm = ssm
 
     def run(self, session: Session, *, client_token: str, spot: bool) -> str:
         """Start the session's task and return its ARN; the token makes a retried call start none twice."""
@@ -187,3 +189,20 @@ class EcsTasks:
             "streamUrl": session["streamUrl"],
             "tokenValue": session["tokenValue"],
         }
+
+    def end_shell(self, exec_session_id: str) -> None:
+        """End an ECS Exec session (SSM ``TerminateSession``), freeing its place in the exec agent.
+
+        The agent runs two sessions per container at most, and one whose client went away holds its
+        place until the 20-minute idle timeout. A failure is logged, not raised: the caller's new
+        session is worth opening anyway (it starts once a place frees).
+        """
+        if self._ssm is None:
+            self._ssm = boto3.client("ssm", config=Config(retries={"mode": "standard", "max_attempts": 3}))
+        try:
+            self._ssm.terminate_session(SessionId=exec_session_id)
+        except ClientError as error:
+            logger.warning(
+                "could not terminate an exec session",
+                extra={"exec_session_id": exec_session_id, "error": str(error)},
+            )

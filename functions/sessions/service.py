@@ -133,13 +133,22 @@ class SessionService:
             return session
         return self._lifecycle.request_stop(session_id, f"admin {admin_id}")
 
-    def connect(self, owner_id: str, session_id: str, *, read_only: bool = False) -> dict[str, str]:
+    def connect(
+        self, owner_id: str, session_id: str, *, read_only: bool = False, replaces: str | None = None
+    ) -> dict[str, str]:
+        """A new exec session into the session's task. ``replaces`` names an earlier one the client is
+        done with (its channel dropped): it is terminated first, so that the exec agent, which runs two
+        sessions per container, has room for the new one. Only exec sessions this session's connects
+        handed out can be named; any other id is left alone."""
         session = self.get(owner_id, session_id)
         if session.status is not Status.READY or session.task_arn is None:
             raise Conflict(
                 f"session is {session.status.value}, not READY: {session.status_reason}", field="sessionId"
             )
+        if replaces is not None and self._store.forget_exec_session(session_id, replaces):
+            self._tasks.end_shell(replaces)
         channel = self._tasks.open_shell(session.task_arn, read_only=read_only)
+        self._store.remember_exec_session(session_id, channel["sessionId"])
         try:
             touched = self._store.touch_activity(session_id, coalesce_seconds=ACTIVITY_COALESCE_SECONDS)
             if touched is not None:

@@ -31,6 +31,10 @@ class TransitionRejected(Exception):
         self.session = session
 
 
+EXEC_SESSIONS = "execSessionIds"
+"""String set of the ECS Exec session ids connect handed out for a session (not part of its view)."""
+
+
 def _is_condition_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
@@ -189,6 +193,38 @@ class SessionStore:
             if rejected.session is None:
                 raise RecordNotFound(session_id) from rejected
             return rejected.session
+
+    def remember_exec_session(self, session_id: str, exec_session_id: str) -> None:
+        """Record an ECS Exec session opened into this session's task, so a later connect may end it.
+        A record deleted meanwhile stays deleted (the write never creates one)."""
+        try:
+            self._table.update_item(
+                Key={"sessionId": session_id},
+                UpdateExpression="ADD #exec :id",
+                ExpressionAttributeNames={"#exec": EXEC_SESSIONS},
+                ExpressionAttributeValues={":id": {exec_session_id}},
+                ConditionExpression=Attr("sessionId").exists(),
+            )
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+
+    def forget_exec_session(self, session_id: str, exec_session_id: str) -> bool:
+        """Drop an exec session from the record; False if this session never opened it (or it was
+        dropped already): the proof that a ``replaces`` names one of the caller's own exec sessions."""
+        try:
+            self._table.update_item(
+                Key={"sessionId": session_id},
+                UpdateExpression="DELETE #exec :id",
+                ExpressionAttributeNames={"#exec": EXEC_SESSIONS},
+                ExpressionAttributeValues={":id": {exec_session_id}},
+                ConditionExpression=Attr(EXEC_SESSIONS).contains(exec_session_id),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
 
     def touch_activity(self, session_id: str, *, coalesce_seconds: int) -> Session | None:
         """Move the idle deadline forward; None when a report within `coalesce_seconds` already did.

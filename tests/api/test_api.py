@@ -401,3 +401,42 @@ def test_bad_idempotency_keys_are_refused(key: str, call_api: ApiCall) -> None:
     response = call_api("POST", "/sessions", body={"projectId": "p"}, headers={"Idempotency-Key": key})
 
     assert_error(response, 422, field="header.idempotency-key")
+
+
+def test_a_reconnect_terminates_the_exec_session_it_replaces_and_only_one_of_its_own(
+    call_api: ApiCall, deployment: Deployment
+) -> None:
+    from cloudide.offline import ssm_sessions
+
+    # Given a READY session with one exec session handed out, and another user's session with one too
+    session_id = start(call_api)["sessionId"]
+    deployment.make_ready(session_id)
+    other_id = start(call_api, sub="user-2")["sessionId"]
+    deployment.make_ready(other_id)
+    first = call_api("POST", f"/sessions/{session_id}/connect").body["sessionId"]
+    foreign = call_api("POST", f"/sessions/{other_id}/connect", sub="user-2").body["sessionId"]
+    already = len(ssm_sessions.terminated)
+
+    # When the client reconnects naming the exec session its dropped channel had
+    second = call_api("POST", f"/sessions/{session_id}/connect", body={"replaces": first})
+
+    # Then that exec session is terminated (ssm:TerminateSession) before the new one is opened
+    assert second.status == 200, second
+    assert ssm_sessions.terminated[already:] == [first]
+
+    # And naming it again, or another user's exec session, terminates nothing and still connects
+    for replaces in (first, foreign):
+        again = call_api("POST", f"/sessions/{session_id}/connect", body={"replaces": replaces})
+        assert again.status == 200, again
+    assert ssm_sessions.terminated[already:] == [first]
+
+
+@pytest.mark.parametrize("replaces", ["", "session-1", "ecs-execute-command-" + "a" * 200, 7])
+def test_a_malformed_replaces_is_refused_naming_the_field(
+    replaces: Any, call_api: ApiCall, deployment: Deployment
+) -> None:
+    deployment.seed(MISSING, "user-1", Status.READY)
+
+    response = call_api("POST", f"/sessions/{MISSING}/connect", body={"replaces": replaces})
+
+    assert_error(response, 422, field="replaces")

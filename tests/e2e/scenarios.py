@@ -26,7 +26,8 @@ class Shell:
             timeout=30,
             dimensions=(40, 200),
         )
-        self.child.expect_exact("/workspace$ ")
+        # $HOME holds the image's /etc/skel .bashrc, whose prompt is coloured under tmux-256color
+        self.child.expect(r"/workspace(\x1b[^$ ]*)?\$ ")
 
     def check(self, command: str, label: str, expected: str) -> None:
         """Run `command`; its first line of output, labelled, must be `expected`."""

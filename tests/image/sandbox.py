@@ -1,16 +1,31 @@
-"""A container-like sandbox without Docker: bubblewrap with a read-only root built from the host's
-/usr and /etc, a private writable /workspace and /tmp, and root with full capabilities inside (as ECS
-Exec gives the wrapper). Separate sandboxes sharing the same /workspace and /tmp directories see the
-same tmux server, as successive ECS Exec sessions in one container do.
+"""A container-like sandbox without Docker: bubblewrap with the local stack's file system layout, root with
+full capabilities inside (as ECS Exec gives the wrapper), and the task definition's volumes made as Fargate
+makes them from the Dockerfile's declarations (root:0755 unless the image declares the path a `VOLUME`).
+Separate sandboxes sharing the same volume directories see the same tmux server, as successive ECS Exec
+sessions in one container do.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
-from cloudide.localstack.sandbox import filesystem_args
+from samcli.yamlhelper import yaml_parse
+
+from cloudide.localstack.sandbox import REPO, filesystem_args
+from cloudide.localstack.volumes import MountPoint, declared_volumes, make_volumes
 from tests.support import require_tool
+
+
+def task_mount_points() -> list[MountPoint]:
+    """The terminal container's mount points in template.yaml, as DescribeTaskDefinition gives them."""
+    template: dict[str, Any] = yaml_parse((REPO / "template.yaml").read_text())
+    container = template["Resources"]["TerminalTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    mount_points = [
+        {"sourceVolume": m["SourceVolume"], "containerPath": m["ContainerPath"]}
+        for m in container["MountPoints"]
+    ]
+    return MountPoint.from_task_definition({"mountPoints": mount_points})
 
 
 class Sandbox:
@@ -18,17 +33,16 @@ class Sandbox:
         self.bwrap = require_tool("bwrap", "sandboxed wrapper and entrypoint tests")
         require_tool("tmux", "the persistent shell")
         require_tool("setpriv", "the privilege drop")
-        self.workspace = base / "workspace"
-        self.tmp = base / "tmp"
-        self.workspace.mkdir(parents=True)
-        self.tmp.mkdir()
-        os.chown(self.workspace, 1000, 1000)
-        self.tmp.chmod(0o1777)
+        (base / "volumes").mkdir(parents=True)
+        self.volumes = make_volumes(base / "volumes", task_mount_points(), declared_volumes())
+        self.workspace = self.volumes["/workspace"]
+        self.tmp = self.volumes["/tmp"]
+        self.home = self.volumes["/home/dev"]
         self.socket = self.tmp / "cloudide-tmux" / "default"
 
     def command(self, *argv: str) -> list[str]:
         """The local stack's file system layout (cloudide.localstack.sandbox), with full capabilities."""
-        return [self.bwrap, *filesystem_args(self.workspace, self.tmp), "--cap-add", "ALL", "--", *argv]
+        return [self.bwrap, *filesystem_args(self.volumes), "--cap-add", "ALL", "--", *argv]
 
     def wrapper(self, *args: str) -> list[str]:
         return self.command("/opt/cloudide/terminal_image/cloudide-shell", *args)

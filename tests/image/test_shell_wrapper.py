@@ -26,10 +26,10 @@ echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"
 grep -E '^(NoNewPrivs|CapEff|CapPrm|CapBnd|CapAmb|CapInh):' /proc/self/status | tr -d '\t' | tr ':' '='
 echo "cwd=$PWD"
 echo "sudo=$(command -v sudo || echo absent)"
-for path in /etc/probe /usr/probe /home/dev/probe /probe /opt/cloudide/probe; do
+for path in /etc/probe /usr/probe /probe /opt/cloudide/probe; do
   touch "$path" 2>/dev/null && echo "wrote=$path"
 done
-touch /workspace/probe-ok /tmp/probe-ok && echo "workspace_and_tmp=writable"
+touch /workspace/probe-ok /tmp/probe-ok /home/dev/probe-ok && echo "workspace_tmp_and_home=writable"
 echo "aws_vars=$(env | grep -c '^AWS_')"
 """
 
@@ -88,7 +88,7 @@ def test_shell_is_unprivileged_clean_and_confined(sandbox: Sandbox) -> None:
     assert facts["cwd"] == "/workspace"
     assert facts["sudo"] == "absent"
     assert not [line for line in lines if line.startswith("wrote=")]
-    assert facts["workspace_and_tmp"] == "writable"
+    assert facts["workspace_tmp_and_home"] == "writable"
     assert facts["aws_vars"] == "0"
     assert (sandbox.workspace / "probe-ok").stat().st_uid == 1000
 

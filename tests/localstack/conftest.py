@@ -129,7 +129,7 @@ class Cluster:
         eventually(ready, timeout)
 
     def workspace(self, task_arn: str) -> Path:
-        return self.runner.tasks()[task_arn].directory / "workspace"
+        return self.runner.tasks()[task_arn].workspace
 
 
 def pid_namespace(pid: int | None) -> str:

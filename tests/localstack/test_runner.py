@@ -57,11 +57,11 @@ def test_a_task_runs_the_entrypoint_pulls_its_workspace_and_reports_each_state(c
         {e["version"] for e in cluster.task_events(arn)}
     )
 
+    info = cluster.runner.tasks()[arn]
     pulled = cluster.workspace(arn) / "src/app.py"
     assert pulled.read_bytes() == b"print('hi')\n"
-    assert pulled.stat().st_uid == 1000
+    assert pulled.stat().st_uid == info.user_uid != 1000, "the image's uid 1000 is the task's own host uid"
 
-    info = cluster.runner.tasks()[arn]
     assert info.status == "RUNNING" and info.exec_ready
     assert "0.5 vCPU, 1024 MiB" in info.limits
     ps = run_in_task(cluster, arn, "ps", "-eo", "pid,user,args")
@@ -79,8 +79,11 @@ def test_exec_runs_the_image_wrapper_as_uid_1000_inside_the_sandbox(cluster: Clu
     assert whoami.stdout.strip() == "0", "ECS Exec runs its command as root"
     net = run_in_task(cluster, arn, "cat", "/proc/net/dev")
     assert [line.split(":")[0].strip() for line in net.stdout.splitlines()[2:]] == ["lo"]
-    readonly = run_in_task(cluster, arn, "touch", "/usr/probe", "/etc/probe", "/opt/cloudide/probe")
-    assert readonly.returncode != 0 and readonly.stderr.count("Read-only file system") == 3
+    image = run_in_task(cluster, arn, "touch", "/usr/probe", "/etc/probe", "/opt/cloudide/probe")
+    assert image.returncode != 0 and image.stderr.count("cannot touch") == 3, image.stderr
+    # The template's default is a writable root (ReadOnlyRootFilesystem=false): its /var is the task's.
+    root = run_in_task(cluster, arn, "touch", "/var/probe", "/var/tmp/probe")
+    assert root.returncode == 0, root.stderr
 
     pexpect = pytest.importorskip("pexpect")
     require_tool("tmux", "the persistent shell")
@@ -100,7 +103,8 @@ def test_stop_task_sigterms_flushes_the_workspace_and_ends_user_initiated(cluste
     cluster.wait_exec_ready(arn)
     note = cluster.workspace(arn) / "note.txt"
     note.write_text("hello\n")
-    os.chown(note, 1000, 1000)
+    uid = cluster.runner.tasks()[arn].user_uid
+    os.chown(note, uid, uid)
 
     namespace = pid_namespace(cluster.runner.tasks()[arn].pid)
     cluster.ecs.stop_task(cluster=cluster.name, task=arn, reason="Session stopped by its owner")
@@ -160,7 +164,8 @@ def test_close_stops_every_task_flushes_and_leaves_no_process(cluster: Cluster) 
     for session, arn in zip(sessions, arns, strict=True):
         saved = cluster.workspace(arn) / "saved.txt"
         saved.write_text(session)
-        os.chown(saved, 1000, 1000)
+        uid = cluster.runner.tasks()[arn].user_uid
+        os.chown(saved, uid, uid)
     namespaces = {pid_namespace(cluster.runner.tasks()[arn].pid) for arn in arns}
     assert len(namespaces) == 2 and all(members(ns) for ns in namespaces)
 
@@ -171,4 +176,10 @@ def test_close_stops_every_task_flushes_and_leaves_no_process(cluster: Cluster) 
         body = cluster.s3.get_object(Bucket=cluster.bucket, Key=f"workspaces/u/{session}/saved.txt")["Body"]
         assert body.read() == session.encode()
     assert not [pid for ns in namespaces for pid in members(ns)], "a sandbox process outlived close()"
-    assert not list(Path("/sys/fs/cgroup").glob("*/**/cloudide-local-*")), "a task cgroup outlived close()"
+    # this runner's cgroups only: other runners on the host (other test runs) have their own
+    leftover = list(Path("/sys/fs/cgroup").glob(f"*/**/cloudide-local-{cluster.name.split('/')[-1][-24:]}"))
+    assert not leftover, "a task cgroup outlived close()"
+    assert not cluster.runner.state_dir.exists(), "every task's volumes, logs and sockets go with the runner"
+    assert str(cluster.runner.state_dir) not in Path("/proc/self/mountinfo").read_text(), (
+        "a task disk outlived it"
+    )

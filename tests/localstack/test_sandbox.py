@@ -4,7 +4,9 @@ fallback says loudly that it is not a sandbox."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +50,13 @@ def sandboxes(tmp_path: Path) -> Iterator[list[Sandbox]]:
 
 
 def make(
-    sandboxes: list[Sandbox], host: SandboxHost, tmp_path: Path, entrypoint: list[str], **limits: int
+    sandboxes: list[Sandbox],
+    host: SandboxHost,
+    tmp_path: Path,
+    entrypoint: list[str],
+    *,
+    read_only_root: bool = True,
+    **limits: int,
 ) -> Sandbox:
     box = Sandbox(
         host,
@@ -57,6 +65,7 @@ def make(
         env={"SESSION_ID": "s-1"},
         limits=Limits(**{"cpu_units": 256, "memory_mib": 512, **limits}),
         entrypoint=entrypoint,
+        read_only_root=read_only_root,
     )
     sandboxes.append(box)
     box.prepare()
@@ -151,3 +160,42 @@ def test_plain_fallback_is_loud_and_runs_in_the_workspace(sandboxes: list[Sandbo
     argv, env = box.exec_argv([SHELL_PATH])
     assert argv == [str(REPO / "terminal_image" / "cloudide-shell")], "the image's wrapper, from the repo"
     assert env["CLOUDIDE_TMUX_SOCKET"] == f"{box.tmp}/cloudide-tmux/default"
+
+
+@pytest.mark.stand_in_rule("fargate-ephemeral-storage-bound")
+def test_writing_past_the_tasks_storage_bound_is_enospc_and_the_host_is_untouched(
+    host: SandboxHost, sandboxes: list[Sandbox], tmp_path: Path
+) -> None:
+    # A 64 MiB task gets 128 MiB for all its volumes, as a Fargate task's volumes share its ephemeral storage.
+    write = (
+        "import errno, json, os\n"
+        "def fill(path):\n"
+        "    with open(path, 'wb') as out:\n"
+        "        try:\n"
+        "            while True: out.write(bytes(1 << 20)); out.flush(); os.fsync(out.fileno())\n"
+        "        except OSError as error: return error.errno == errno.ENOSPC, out.tell()\n"
+        "print(json.dumps([fill('/workspace/big'), fill('/tmp/big')]))\n"
+    )
+    before = shutil.disk_usage(tmp_path).used
+    box = make(sandboxes, host, tmp_path, ["python3", "-c", write], memory_mib=64)
+    assert box.wait(60) == 0, box.log_path.read_text()
+    workspace, tmp = json.loads(box.log_path.read_text())
+    assert workspace[0] and tmp[0], "ENOSPC, not another error"
+    assert workspace[1] + tmp[1] <= 128 << 20 and workspace[1] > 100 << 20
+    assert shutil.disk_usage(tmp_path).used - before < 200 << 20
+    box.close()
+    assert not (box.directory / "disk.img").exists(), "the task's disk goes with it"
+
+
+@pytest.mark.stand_in_rule("fargate-read-only-root")
+def test_a_read_only_root_leaves_only_the_task_volumes_writable(
+    host: SandboxHost, sandboxes: list[Sandbox], tmp_path: Path
+) -> None:
+    probe = (
+        "for p in /var/probe /var/tmp/probe /probe /workspace/probe; do touch $p 2>/dev/null && echo $p; done"
+    )
+    read_only = make(sandboxes, host, tmp_path, ["/bin/sh", "-c", probe])
+    writable = make(sandboxes, host, tmp_path, ["/bin/sh", "-c", probe], read_only_root=False)
+    assert read_only.wait(10) == 0 and writable.wait(10) == 0
+    assert read_only.log_path.read_text().split() == ["/workspace/probe"]
+    assert writable.log_path.read_text().split() == ["/var/tmp/probe", "/workspace/probe"]

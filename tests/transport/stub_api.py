@@ -6,7 +6,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,6 +18,8 @@ class Request:
     method: str
     path: str
     authorization: str
+    body: Any = field(default=None, compare=False)
+    """The JSON body, when there was one (not compared: tests assert on it where it matters)."""
 
 
 @contextmanager
@@ -43,7 +45,9 @@ def stub_api(answer: Callable[[Request], Answer]) -> Iterator[tuple[str, list[Re
             self._answer()
 
         def _answer(self) -> None:
-            request = Request(self.command, self.path, self.headers.get("Authorization", ""))
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = json.loads(raw) if raw else None
+            request = Request(self.command, self.path, self.headers.get("Authorization", ""), body)
             requests.append(request)
             status, body = answer(request)
             self._send(status, body if isinstance(body, bytes) else json.dumps(body).encode())

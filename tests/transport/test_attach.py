@@ -18,7 +18,9 @@ from cloudide.attach import attach
 from cloudide.cli import build_parser
 from cloudide.transport.client import ExecCredentials
 from cloudide.transport.peer import LocalPeer
+from cloudide.transport.sessions_api import ActivityReporter
 from tests.transport.stub_api import Answer, Request, stub_api
+from tests.transport.test_sessions_api import DrivenIntervals
 
 pytestmark = pytest.mark.timeout(60)
 REMOTE_SHELL = ["bash", "--norc", "--noprofile", "--noediting"]
@@ -34,6 +36,9 @@ class PeerThread:
         self.loop = asyncio.new_event_loop()
         self.peer = LocalPeer()
         self.connects = 0
+        self.replaced: list[str] = []
+        self.issued: list[str] = []
+        self.session_view: dict[str, str] = {"status": "READY"}
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> PeerThread:
@@ -57,7 +62,9 @@ class PeerThread:
             return credentials.to_json()
 
         self.connects += 1
-        return self.call(create())
+        credentials = self.call(create())
+        self.issued.append(credentials["sessionId"])
+        return credentials
 
     def cut(self) -> int:
         future: Future[int] = Future()
@@ -78,8 +85,14 @@ def api(peer: PeerThread) -> Iterator[str]:
     def answer(request: Request) -> Answer:
         if request.authorization != f"Bearer {API_TOKEN}":
             return 401, {"message": "Unauthorized"}
+        if request.method == "GET" and request.path == f"/v1/sessions/{SESSION_ID}":
+            return 200, {"sessionId": SESSION_ID, **peer.session_view}
         if request.path != f"/v1/sessions/{SESSION_ID}/connect":
             return 404, {"message": "no such session"}
+        replaces = (request.body or {}).get("replaces")
+        if replaces:
+            peer.replaced.append(replaces)
+            peer.peer.terminate(replaces)  # as the API calls ssm:TerminateSession
         return 200, peer.new_session()
 
     with stub_api(answer) as (url, _):
@@ -114,6 +127,12 @@ def _attach_command(*arguments: str) -> str:
     return " ".join([sys.executable, "-m", "cloudide.cli", "attach", *arguments])
 
 
+def _attach(shell: pexpect.spawn, api: str) -> None:
+    """Run `cloudide attach` for the session from the user's shell and wait for the remote prompt."""
+    shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
+    shell.expect_exact("remote$ ")
+
+
 def _remote(shell: pexpect.spawn, command: str, expected: str) -> None:
     """Run a command in the remote shell and wait for its (computed) output."""
     shell.send(command + "\r")
@@ -127,12 +146,13 @@ def test_attach_types_resizes_reconnects_exits_and_restores_the_terminal(
     before = _stty_settings(outer_shell)
 
     # When they attach to a session
-    outer_shell.sendline(_attach_command(SESSION_ID, "--api", api, "--token", API_TOKEN))
-    outer_shell.expect_exact("remote$ ")
+    _attach(outer_shell, api)
 
     # Then keystrokes reach the remote shell, raw (Ctrl-C interrupts the remote command, not attach)
     _remote(outer_shell, "echo $((6 * 7))-answer", "42-answer")
-    outer_shell.send("sleep 30\r")
+    # (the marker is computed by the remote shell, so it proves the line was read and is running: a
+    # Ctrl-C typed before that would be flushed with the unread line and interrupt nothing)
+    _remote(outer_shell, "echo sleeping-$((2 + 3)); sleep 30", "sleeping-5")
     outer_shell.send("\x03")
     outer_shell.expect_exact("remote$ ")
     _remote(outer_shell, "echo still-$((1 + 1))", "still-2")
@@ -149,11 +169,81 @@ def test_attach_types_resizes_reconnects_exits_and_restores_the_terminal(
     # And exiting the remote shell ends attach and gives the terminal back as it was
     outer_shell.send("exit\r")
     outer_shell.expect(r"Exiting session with sessionId: ecs-execute-command-\w+\.")
+    outer_shell.expect_exact(f"Session {SESSION_ID} is READY (the shell exited; the session runs on")
     outer_shell.expect_exact("outer$ ")
     outer_shell.sendline("echo status-$?")
     outer_shell.expect_exact("status-0")
     outer_shell.expect_exact("outer$ ")
     assert _stty_settings(outer_shell) == before
+
+
+def test_a_reconnect_storm_ends_each_superseded_exec_session_so_the_shell_keeps_coming_back(
+    outer_shell: pexpect.spawn, peer: PeerThread, api: str
+) -> None:
+    # The exec agent runs two sessions per container, and a dropped one lingers until it times out:
+    # each reconnect has to end the session it replaces, or the third gets no shell.
+    _attach(outer_shell, api)
+
+    for round_ in range(1, 5):
+        assert peer.cut() == 1
+        _remote(outer_shell, f"echo round-$(({round_} * 11))", f"round-{round_ * 11}")
+
+    assert peer.connects == 5
+    assert len(peer.replaced) == 4
+    assert len(peer.call(_live(peer.peer))) == 1
+    outer_shell.send("exit\r")
+    outer_shell.expect_exact("outer$ ")
+
+
+async def _live(peer: LocalPeer) -> list[str]:
+    return peer.live_sessions()
+
+
+def test_when_the_shell_ends_because_the_session_stopped_attach_says_so_and_why(
+    outer_shell: pexpect.spawn, peer: PeerThread, api: str
+) -> None:
+    _attach(outer_shell, api)
+    peer.session_view = {"status": "STOPPING", "statusReason": "idle for 30 minutes"}
+
+    outer_shell.send("exit\r")
+
+    outer_shell.expect(r"Exiting session with sessionId: ecs-execute-command-\w+\.")
+    outer_shell.expect_exact(f"Session {SESSION_ID} is STOPPING: idle for 30 minutes")
+    outer_shell.expect_exact("outer$ ")
+
+
+def test_enter_tilde_dot_detaches_and_tilde_tilde_types_one_tilde(
+    outer_shell: pexpect.spawn, peer: PeerThread, api: str
+) -> None:
+    before = _stty_settings(outer_shell)
+    _attach(outer_shell, api)
+
+    # A ~ inside a line is typed as it is; at a line's start ~~ types one ~ and ~ before another key both
+    _remote(outer_shell, "echo in~line-$((1 + 1))", "in~line-2")
+    outer_shell.send('read first; read second; echo "got[$first][$second]"\r')
+    outer_shell.send("~~x\r")
+    outer_shell.send("~y\r")
+    outer_shell.expect_exact("got[~x][~y]")
+    outer_shell.expect_exact("remote$ ")
+
+    # Enter then ~. detaches: attach ends at once, successfully, and the terminal is given back
+    outer_shell.send("\r~.")
+    outer_shell.expect_exact("Detached; the shell keeps running.")
+    outer_shell.expect_exact("outer$ ")
+    outer_shell.sendline("echo status-$?")
+    outer_shell.expect_exact("status-0")
+    outer_shell.expect_exact("outer$ ")
+    assert _stty_settings(outer_shell) == before
+
+    # And attaching again ends the exec session the detached one left (it would hold a place until
+    # the idle timeout), however many times the user detaches and comes back
+    for _ in range(3):
+        left = peer.issued[-1]
+        _attach(outer_shell, api)
+        assert peer.replaced[-1] == left
+        outer_shell.send("\r~.")
+        outer_shell.expect_exact("outer$ ")
+    assert peer.replaced == peer.issued[:-1]
 
 
 def test_attach_with_a_raw_stream_url_and_token(outer_shell: pexpect.spawn, peer: PeerThread) -> None:
@@ -196,6 +286,7 @@ def test_attach_reports_a_refused_connect_and_restores_the_terminal(
         (["sess-1"], "SESSION_ID needs --api and --token"),
         (["--stream-url", "wss://x"], "--stream-url and --token-value go together"),
         (["sess-1", "--stream-url", "wss://x", "--token-value", "t"], "not both"),
+        (["sess-1", "--api", "http://x", "--token", "jwt\r\nX: y"], "visible ASCII without spaces"),
     ],
 )
 def test_attach_explains_missing_or_conflicting_arguments(
@@ -206,11 +297,13 @@ def test_attach_explains_missing_or_conflicting_arguments(
     args = build_parser().parse_args(["attach", *arguments])
 
     assert args.func(args) == 2
-    assert error in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert error in err
+    assert "jwt" not in err  # a token is never echoed
 
 
 def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -> None:
-    """In-process, over pipes, so the report interval can be short (the command line's is a minute)."""
+    """In-process, over pipes, with the reporter's intervals driven by the test."""
 
     async def scenario() -> tuple[int, int, int]:
         reports = 0
@@ -226,9 +319,9 @@ def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -
 
             keyboard, typed = os.pipe()
             shown, screen = os.pipe()
-            running = asyncio.create_task(
-                attach(connect, keyboard, screen, report_activity=report, activity_interval_s=0.1)
-            )
+            intervals = DrivenIntervals()
+            activity = ActivityReporter(report, sleep=intervals.sleep)
+            running = asyncio.create_task(attach(connect, keyboard, screen, activity=activity))
             output = b""
 
             async def type_and_wait(text: str, expected: bytes) -> None:
@@ -239,9 +332,9 @@ def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -
                         output += await asyncio.to_thread(os.read, shown, 4096)
 
             await type_and_wait("echo $((6 * 7))-typed\n", b"42-typed\r\nremote$ ")
-            await asyncio.sleep(0.5)  # the reporter's next tick reports the typing and the output
+            await intervals.end_interval()  # the interval with the typing and the output: one report
             while_typing = reports
-            await asyncio.sleep(0.4)  # the user stops: no keystrokes, no output
+            await intervals.end_interval()  # the user stops: no keystrokes, no output
             after_stopping = reports - while_typing
             os.write(typed, b"exit\n")
             status = await asyncio.wait_for(running, WAIT)
@@ -252,5 +345,32 @@ def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -
     status, while_typing, after_stopping = asyncio.run(scenario())
 
     assert status == 0
-    assert while_typing >= 1
+    assert while_typing == 1
     assert after_stopping == 0
+
+
+@pytest.mark.parametrize(
+    ("reads", "sent", "detached"),
+    [
+        ([b"~."], b"", True),  # the very start is a line start
+        ([b"ls\r~.", b"never"], b"ls\r", True),
+        ([b"ls\r~", b"."], b"ls\r", True),  # split across reads
+        ([b"ls\n~."], b"ls\n", True),
+        ([b"a~.b"], b"a~.b", False),  # not at a line start
+        ([b"~~.\r"], b"~.\r", False),
+        ([b"~x~."], b"~x~.", False),  # after ~x the line has started
+        ([b"\r~", b"q"], b"\r~q", False),
+    ],
+)
+def test_the_escape_filter_follows_ssh(reads: list[bytes], sent: bytes, detached: bool) -> None:
+    from cloudide.attach import Detached, EscapeFilter
+
+    escape, out, ended = EscapeFilter(), b"", False
+    for data in reads:
+        try:
+            out += escape.feed(data)
+        except Detached as detach:
+            out += detach.before
+            ended = True
+            break
+    assert (out, ended) == (sent, detached)

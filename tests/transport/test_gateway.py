@@ -357,3 +357,97 @@ def test_a_page_reload_reuses_the_upstream_and_an_unwatched_session_is_let_go() 
             await eventually(lambda: gateway.hub("s-1") is None, timeout_s=5)
 
     run(scenario())
+
+
+@pytest.mark.parametrize("token", ["alice\r\nX-Injected: 1", "alice bob", "tab\there", "\x00"])
+def test_a_malformed_token_is_refused_at_once_and_never_logged_or_echoed(
+    token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[tuple[str, str]] = []
+    secret = token.split()[0] if token.split() else token
+
+    async def scenario() -> None:
+        async with (
+            running_gateway(lambda peer: peer_factory(peer, calls=calls)) as (gateway, _),
+            FakeBrowser.open(gateway, token=token) as browser,
+        ):
+            code, reason = await browser.closed()
+            assert code == 4400
+            assert reason == "malformed auth message: token"
+            assert secret not in (reason or "")
+
+    caplog.set_level("INFO")  # as the gateway runs; websockets' own DEBUG frame dumps are not ours
+    caplog.set_level("DEBUG", logger="cloudide")
+    run(scenario())
+    assert calls == []  # refused before any connect call, so nothing was retried
+    assert secret not in caplog.text
+
+
+def test_a_malformed_token_never_leaves_the_client() -> None:
+    from cloudide.transport.sessions_api import MalformedToken, SessionsApi
+
+    api = SessionsApi("http://127.0.0.1:9/v1")
+    with pytest.raises(MalformedToken) as raised:
+        api.connector("s-1", "secret\r\nX-Injected: 1")
+    assert "secret" not in str(raised.value)
+
+
+def test_several_viewers_and_reconnects_stay_within_the_tasks_exec_session_limit() -> None:
+    """Three browsers with their own tokens on one session, and its upstream dropped twice: the exec
+    agent runs two sessions per container, so the gateway must open no session to vet a viewer and
+    each reconnect must end the session it replaces (against the real API client)."""
+    from cloudide.transport.sessions_api import SessionsApi
+    from tests.transport.browser import SHELL, SHELL_ENV
+    from tests.transport.stub_api import Answer, Request, stub_api
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        async with LocalPeer() as peer:
+
+            def on_loop(call: Any) -> Any:
+                async def run_call() -> Any:
+                    return call()
+
+                return asyncio.run_coroutine_threadsafe(run_call(), loop).result(10)
+
+            def answer(request: Request) -> Answer:
+                if not request.authorization.startswith("Bearer viewer-"):
+                    return 401, {"message": "Unauthorized"}
+                if request.method == "GET" and request.path == "/sessions/s-1":
+                    return 200, {"sessionId": "s-1", "status": "READY"}
+                if request.method == "POST" and request.path == "/sessions/s-1/connect":
+                    if replaces := (request.body or {}).get("replaces"):
+                        on_loop(lambda: peer.terminate(replaces))
+                    return 200, on_loop(lambda: peer.new_session(SHELL, env=SHELL_ENV).to_json())
+                return 404, {"message": "no such route"}
+
+            with stub_api(answer) as (url, requests):
+                api = SessionsApi(url)
+                options: dict[str, Any] = {"limits": HubLimits(linger_s=0.2)}
+                async with Gateway(api.connector, access_check_factory=api.reader, **options) as gateway:
+                    async with (
+                        FakeBrowser.open(gateway, token="viewer-1") as one,
+                        FakeBrowser.open(gateway, token="viewer-2") as two,
+                        FakeBrowser.open(gateway, token="viewer-3", mode="read") as three,
+                    ):
+                        for viewer in (one, two, three):
+                            await viewer.wait_control(type="welcome")
+                        for round_ in range(1, 3):
+                            assert peer.cut() == 1
+                            await one.type(f"echo round-$(({round_}*7))\r")
+                            for viewer in (one, two, three):
+                                await viewer.wait_output(f"round-{round_ * 7}")
+                        assert len(peer.live_sessions()) == 1
+                    connects = [r for r in requests if r.path.endswith("/connect")]
+                    assert len(connects) == 3  # one upstream, reconnected twice: no connect to vet a viewer
+
+                    # And a terminal closed while nobody watches leaves its shell running, and its exec
+                    # session with it: the next one the gateway opens for the session ends that one
+                    for round_ in range(3):
+                        await eventually(lambda: gateway.hub("s-1") is None)
+                        async with FakeBrowser.open(gateway, token="viewer-1") as again:
+                            await again.type(f"echo again-$(({round_}+40))\r")
+                            await again.wait_output(f"again-{round_ + 40}")
+                    assert len(peer.live_sessions()) == 1
+
+    run(scenario(), timeout_s=60)

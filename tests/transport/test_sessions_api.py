@@ -36,6 +36,36 @@ def test_connect_posts_with_the_users_bearer_token_and_returns_the_exec_session(
         credentials = _connect(f"{url}/prod/")
     assert credentials == ExecCredentials("ecs-execute-command-1", "wss://example/v1/x", "tv")
     assert requests == [Request("POST", "/prod/sessions/s-1/connect", "Bearer user-token")]
+    assert requests[0].body == {}
+
+
+def test_each_reconnect_names_the_exec_session_it_replaces() -> None:
+    issued = iter(range(1, 10))
+
+    def answer(request: Request) -> Answer:
+        return 200, {**CREDENTIALS, "sessionId": f"ecs-execute-command-{next(issued)}"}
+
+    async def connect_three_times(url: str) -> None:
+        connect = SessionsApi(url, timeout_s=5).connector("s-1", "user-token")
+        for _ in range(3):
+            await connect()
+
+    with stub_api(answer) as (url, requests):
+        asyncio.run(connect_three_times(url))
+    assert [r.body for r in requests] == [
+        {},
+        {"replaces": "ecs-execute-command-1"},
+        {"replaces": "ecs-execute-command-2"},
+    ]
+
+
+def test_an_access_check_reads_the_session_and_opens_no_exec_session() -> None:
+    async def check(url: str) -> None:
+        await SessionsApi(url, timeout_s=5).reader("s-1", "user-token")()
+
+    with stub_api(lambda request: (200, {"sessionId": "s-1"})) as (url, requests):
+        asyncio.run(check(url))
+    assert requests == [Request("GET", "/sessions/s-1", "Bearer user-token")]
 
 
 @pytest.mark.parametrize(
@@ -122,31 +152,50 @@ def test_activity_posts_with_the_users_token_and_a_refusal_names_the_call() -> N
     assert requests == [Request("POST", "/sessions/s-1/activity", "Bearer user-token")] * 3
 
 
+class DrivenIntervals:
+    """A reporter's ``sleep`` that returns only when the test ends the interval."""
+
+    def __init__(self) -> None:
+        self._ends: asyncio.Queue[None] = asyncio.Queue()
+        self.waiting = asyncio.Event()
+
+    async def sleep(self, _seconds: float) -> None:
+        self.waiting.set()
+        await self._ends.get()
+
+    async def end_interval(self) -> None:
+        """End the current interval and wait until the reporter has dealt with it (and sleeps again)."""
+        await self.waiting.wait()
+        self.waiting.clear()
+        self._ends.put_nowait(None)
+        await self.waiting.wait()
+
+
 def test_the_reporter_sends_one_report_per_busy_interval_and_none_when_idle() -> None:
-    async def scenario() -> tuple[int, int, int]:
-        reports: list[float] = []
+    async def scenario() -> list[int]:
+        reports = 0
 
         async def report() -> None:
-            reports.append(asyncio.get_running_loop().time())
+            nonlocal reports
+            reports += 1
 
-        reporter = ActivityReporter(report, interval_s=0.1)
+        intervals = DrivenIntervals()
+        reporter = ActivityReporter(report, interval_s=60, sleep=intervals.sleep)
         reporter.start()
-        for _ in range(50):  # a burst of keystrokes and output within about one interval
+        seen = []
+        for _ in range(50):  # a burst of keystrokes and output within one interval
             reporter.touch()
-            await asyncio.sleep(0.002)
-        await asyncio.sleep(0.25)
-        busy = len(reports)
-        await asyncio.sleep(0.35)  # nothing happens: nothing is reported
-        idle = len(reports) - busy
+        await intervals.end_interval()
+        seen.append(reports)
+        await intervals.end_interval()  # nothing happened: nothing is reported
+        seen.append(reports)
         reporter.touch()
-        await asyncio.sleep(0.15)
+        await intervals.end_interval()
+        seen.append(reports)
         await reporter.stop()
-        return busy, idle, len(reports) - busy - idle
+        return seen
 
-    busy, idle, after = asyncio.run(scenario())
-
-    assert busy in (1, 2)  # the burst may straddle an interval's end, never one report per touch
-    assert (idle, after) == (0, 1)
+    assert asyncio.run(scenario()) == [1, 1, 2]
 
 
 def test_a_failed_report_does_not_end_reporting() -> None:
@@ -159,19 +208,17 @@ def test_a_failed_report_does_not_end_reporting() -> None:
             if attempts <= 2:
                 raise ApiUnavailable("API unreachable: connection refused")
 
-        reporter = ActivityReporter(flaky, interval_s=0.05)
+        intervals = DrivenIntervals()
+        reporter = ActivityReporter(flaky, interval_s=60, sleep=intervals.sleep)
         reporter.start()
         for _ in range(4):
             reporter.touch()
-            await asyncio.sleep(0.06)
+            await intervals.end_interval()
         assert reporter.running
         await reporter.stop()
         return attempts, reporter.reports
 
-    attempts, reported = asyncio.run(scenario())
-
-    assert attempts >= 3  # two failures, then the reports went on
-    assert reported == attempts - 2
+    assert asyncio.run(scenario()) == (4, 2)  # two failures, then the reports went on
 
 
 def test_the_gateway_reports_a_writers_typing_and_the_sessions_output_but_not_an_idle_session() -> None:

@@ -116,6 +116,7 @@ def install(
         if not _installed:
             for correction in CORRECTIONS:
                 correction()
+            __import__("cloudide.offline.ssm_sessions").offline.ssm_sessions.fix_ssm_terminate_session()
             _installed = True
         # mock_aws() resets registered transitions on exit; set ours again for every new mock.
         state_manager.set_transition("ecs::task", {"progression": "manual", "times": 10**12})

@@ -262,8 +262,9 @@ def connect(
     session_id: SessionId, request: Annotated[ConnectRequest | None, Body()] = None
 ) -> ConnectResponse:
     read_only = bool(request and request.readOnly)
+    replaces = request.replaces if request else None
     return ConnectResponse.model_validate(
-        components().service.connect(_owner(), session_id, read_only=read_only)
+        components().service.connect(_owner(), session_id, read_only=read_only, replaces=replaces)
     )
 
 
