@@ -28,6 +28,7 @@ from cloudide.localstack.awslogs import LogShipper
 from cloudide.localstack.bridge import EndpointBridge
 from cloudide.localstack.sandbox import Isolation, Limits, Sandbox, SandboxError, SandboxHost
 from cloudide.localstack.volumes import MountPoint, mounts_under, unmount
+from cloudide.offline.sam import ACCOUNT_ID
 from cloudide.offline.stack import OfflineAws
 
 logger = logging.getLogger(__name__)
@@ -109,8 +110,8 @@ class LocalTaskRunner:
         self.poll_interval = poll_interval
         self._cluster_name = cluster.split("/")[-1]
         self._host = SandboxHost.detect(f"cloudide-local-{self._cluster_name[-24:]}", isolation=isolation)
-        endpoint = urlsplit(aws.endpoint_url)
-        self._bridge = EndpointBridge(endpoint.hostname or "127.0.0.1", endpoint.port or 80)
+        port = urlsplit(aws.endpoint_url).port
+        self._bridge = EndpointBridge([f"127.0.0.1:{port}", f"localhost:{port}"], ACCOUNT_ID)
         self._tasks: dict[str, _Task] = {}
         self._seen: set[str] = set()
         self._lock = threading.Lock()

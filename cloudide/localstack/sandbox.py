@@ -11,7 +11,8 @@ Exec command run in a user namespace mapping the image's ids to a range no other
 (:class:`TaskIds`), so no task can read another's files, signal or trace its processes or reach its
 sockets. The entrypoint runs unmodified (``python3 -m workspace_sync run`` as uid 1000) under
 :mod:`task_init`, which plays tini and relays the sandbox's AWS endpoint to the host through a unix
-socket: the loopback-only network reaches the local AWS and nothing else.
+socket: the loopback-only network reaches the local AWS (S3, and Lambda for credential vending, each
+request authorized as AWS would: :mod:`cloudide.localstack.task_access`) and nothing else.
 
 Fallbacks, chosen once per host by :meth:`SandboxHost.detect`:
 - no bubblewrap: a plain process on the host (cwd = the task's workspace, network shared) -- only when

@@ -15,8 +15,7 @@ binds into the sandbox, whose other end forwards to the local AWS: the agent see
 AWS_ENDPOINT_URL and nothing else of the host's network.
 
 The file runs as a script inside the sandbox (`python3 -I -S task_init.py ...`): standard library
-only, and nothing imported from the package. The runner imports :func:`splice` for its own half of the
-relay.
+only, and nothing imported from the package. The host's half is :mod:`cloudide.localstack.bridge`.
 """
 
 from __future__ import annotations

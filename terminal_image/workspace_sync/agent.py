@@ -63,7 +63,9 @@ class SyncAgent:
         self.changes = ChangeQueue(config.debounce_seconds, config.max_delay_seconds)
         self._root = config.workspace_dir
         self._state_rel = self._state_dir_rel()
-        self.engine = Engine(self._root, config.state_dir / "tmp", self.store, self.counters, logger)
+        self.engine = Engine(
+            self._root, config.state_dir / "tmp", self.store, self.counters, logger, config.max_file_size
+        )
         self.ignore = self._load_ignores()
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="sync")
         self._in_flight: dict[str, Future[Updates]] = {}

@@ -16,6 +16,9 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+MAX_FILE_SIZE = 5 * 1024**3
+
+
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable and what is expected."""
 
@@ -35,6 +38,9 @@ class SyncConfig:
     flush_deadline_seconds: float = 100.0
     multipart_threshold: int = 16 * 1024 * 1024
     part_size: int = 8 * 1024 * 1024
+    # A file larger than this is not uploaded (and the agent says so): one runaway file must not stall
+    # the sync or take the storage's memory. 5 GiB is S3's largest single PUT and a generous workspace file.
+    max_file_size: int = MAX_FILE_SIZE
     watcher: str = "auto"
     use_default_ignores: bool = True
     extra_ignores: tuple[str, ...] = ()
@@ -105,6 +111,7 @@ class SyncConfig:
             flush_deadline_seconds=flush_deadline,
             multipart_threshold=int(number("SYNC_MULTIPART_THRESHOLD", 16 * 1024 * 1024, part_size)),
             part_size=part_size,
+            max_file_size=int(number("SYNC_MAX_FILE_SIZE", MAX_FILE_SIZE, 1)),
             watcher=watcher,
             use_default_ignores=env.get("SYNC_DEFAULT_IGNORES", "1").strip() not in {"0", "false", "no"},
             extra_ignores=tuple(p.strip() for p in env.get("SYNC_IGNORE", "").split(",") if p.strip()),

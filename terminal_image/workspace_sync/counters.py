@@ -32,6 +32,7 @@ class Counters:
     deletes_up: int = 0
     deletes_down: int = 0
     conflicts: int = 0
+    too_large: int = 0  # files over the maximum size, not uploaded (each counted once per size it had)
     errors: int = 0
     pending: int = 0
     lag_seconds: float = 0.0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import layout, localfs
+from .config import MAX_FILE_SIZE
 from .counters import Counters
 from .localfs import DIR, FILE, SYMLINK, LocalEntry
 from .remote import Changed, RemoteEntry, RemoteStore, RemoteVersion
@@ -28,13 +29,21 @@ _PERMISSIONS = 0o777  # setuid/setgid/sticky bits from S3 are never applied
 
 class Engine:
     def __init__(
-        self, root: Path, tmp_dir: Path, store: RemoteStore, counters: Counters, logger: Any
+        self,
+        root: Path,
+        tmp_dir: Path,
+        store: RemoteStore,
+        counters: Counters,
+        logger: Any,
+        max_file_size: int = MAX_FILE_SIZE,
     ) -> None:
         self.root = root
         self.tmp_dir = tmp_dir
         self.store = store
         self.counters = counters
         self.log = logger
+        self.max_file_size = max_file_size
+        self._too_large: dict[str, int] = {}  # path -> the size already reported
 
     # -- local -> remote ------------------------------------------------------------------------------
 
@@ -47,6 +56,10 @@ class Engine:
             return self._push_dir(rel, local, base)
         if base is not None and base.same_stat(local):
             return {}
+        if local.kind == FILE and local.size > self.max_file_size:
+            self._refuse_too_large(rel, local.size)
+            return {}
+        self._too_large.pop(rel, None)
         digest = localfs.content_sha256(self.root, rel, local)
         if base is not None and base.kind == local.kind and base.sha256 == digest and base.mode == local.mode:
             return {rel: base.restat(local)}
@@ -70,6 +83,18 @@ class Engine:
         self.counters.add(files_up=1, bytes_up=local.size)
         self.log.debug("pushed", extra={"path": rel, "bytes": local.size})
         return etag
+
+    def _refuse_too_large(self, rel: str, size: int) -> None:
+        """Leave the file local and say so, once for each size it has: its S3 copy (if any) stays as it was."""
+        if self._too_large.get(rel) == size:
+            return
+        self._too_large[rel] = size
+        self.counters.add(too_large=1)
+        self.log.error(
+            "file over the maximum size: NOT uploaded (it stays only in this task; set SYNC_MAX_FILE_SIZE "
+            "to raise the limit)",
+            extra={"path": rel, "bytes": size, "max_file_size": self.max_file_size},
+        )
 
     def _push_deletion(self, rel: str, base: BaseEntry | None) -> Updates:
         if base is None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.support import eventually
 
@@ -131,3 +135,24 @@ def test_large_file_is_uploaded_in_parts_and_verified(
     second = tmp_path / "second"
     agents(WORKSPACE_DIR=str(second), **size_limits).agent.start()
     assert (second / "big.bin").read_bytes() == data
+
+
+def test_a_file_over_the_maximum_size_is_not_uploaded_and_said_loudly(
+    s3: Any, bucket: str, agents: Any, env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    root = Path(env["WORKSPACE_DIR"])
+    root.mkdir(parents=True)
+    (root / "small.txt").write_bytes(b"x" * 1000)
+    (root / "huge.bin").write_bytes(b"x" * 1001)
+    harness = agents(SYNC_MAX_FILE_SIZE="1000")
+    harness.agent.engine.log = logging.getLogger("workspace-sync-engine")  # captured, unlike Powertools'
+
+    with caplog.at_level(logging.INFO, "workspace-sync-engine"):
+        harness.agent.start()
+        harness.agent.engine.push("huge.bin", None)  # a later change event: reported once per size
+
+    harness.agent.counters.write_status(harness.config.status_file)
+    assert set(bucket_tree(s3, bucket)) == {"small.txt"}
+    refusals = [r for r in caplog.records if "NOT uploaded" in r.getMessage()]
+    assert [(r.levelname, r.path, r.bytes) for r in refusals] == [("ERROR", "huge.bin", 1001)]  # type: ignore[attr-defined]
+    assert json.loads(harness.config.status_file.read_text())["too_large"] == 1

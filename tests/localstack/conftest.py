@@ -3,6 +3,7 @@ local task runner on its cluster. Tasks are started with the RunTask call the co
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # Fast timers for the sync agent: tests wait on pushes and pulls.
 FAST_SYNC = {"SYNC_POLL_SECONDS": "0.3", "SYNC_DEBOUNCE_SECONDS": "0.05", "SYNC_MAX_DELAY_SECONDS": "0.2"}
 # These tasks have no session record for the credentials function to vend against: the agent syncs on the
-# task role's own session. Vending through the local stack is proven end to end in tests/e2e.
+# task role's own session, which DIRECT_SYNC lets reach the workspaces (the bridge enforces IAM, and the
+# template's task role has no S3). Vending through the local stack is proven end to end in tests/e2e.
 WITHOUT_VENDING = {"WORKSPACE_ACCESS_FUNCTION": ""}
+DIRECT_SYNC = "tests-direct-workspace-sync"
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,19 @@ def offline_server() -> Iterator[OfflineAws]:
     with OfflineAws(
         ROOT / "template.yaml", parameters={"TerminalImageUri": "local/terminal:dev"}, server=True
     ) as aws:
+        assert aws.stack is not None
+        bucket = aws.stack.outputs["WorkspaceBucketName"]
+        aws.client("iam").put_role_policy(
+            RoleName=aws.stack.physical_id("TaskRole"),
+            PolicyName=DIRECT_SYNC,
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                               "s3:AbortMultipartUpload"],
+                 "Resource": f"arn:aws:s3:::{bucket}/workspaces/*"},
+                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
+                 "Condition": {"StringLike": {"s3:prefix": ["workspaces/*"]}}},
+            ]}),
+        )  # fmt: skip
         yield aws
 
 

@@ -6,7 +6,7 @@ the task-role session ECS would create (named after the task id); the real vendi
 with STS over HTTP, asks ECS which session started the task, reads the record and calls AssumeRole
 with the session policy. Only the Lambda Invoke transport is a direct call. moto then enforces the
 roles' identity policies on S3 requests (IAM authentication on); it ignores session policies, so the
-prefix limit is proven by evaluating the two policy documents together (policy_eval.py).
+prefix limit is proven by evaluating the two policy documents together (cloudide/offline/iam_policy.py).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from workspace_sync import entrypoint
 from workspace_sync.credentials import CredentialVendor, VendingError, refreshing_session
 
 from cloudide.offline import moto_fixes
+from cloudide.offline.iam_policy import allows_all
 from tests.api import cfn
 from tests.image.conftest import InProcessAgent
-from tests.security.policy_eval import allows_all
 
 REGION = "us-east-1"
 ACCOUNT = cfn.ACCOUNT_ID
@@ -304,7 +304,7 @@ def test_the_session_policy_confines_the_credentials_to_one_prefix(
     world: World, action: str, key: str, context: dict[str, str], allowed: bool
 ) -> None:
     # The effective permissions of the vended credentials: the workspace role's policy AND the session
-    # policy the function attaches (moto does not evaluate session policies; policy_eval does).
+    # policy the function attaches (moto does not evaluate session policies; iam_policy does).
     documents = [world.workspace_role_policy, session_policy(world.bucket, f"workspaces/{ALICE}/p1/")]
     resource = f"arn:aws:s3:::{world.bucket}" + (f"/{key}" if key else "")
 

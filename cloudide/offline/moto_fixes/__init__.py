@@ -38,6 +38,7 @@ from cloudide.offline.moto_fixes.events import EVENTBRIDGE_TARGETS
 from cloudide.offline.moto_fixes.lambda_ import LAMBDA_INVOKE
 from cloudide.offline.moto_fixes.presigned_sigv4 import PRESIGNED_SIGV4
 from cloudide.offline.moto_fixes.runtime import ASYNC_RETRY_DELAYS, LambdaContext, invoke_in_process
+from cloudide.offline.moto_fixes.s3_multipart import S3_MULTIPART_MEMORY
 from cloudide.offline.moto_fixes.settings import (
     CODE_BUCKET,
     SETTINGS,
@@ -104,6 +105,7 @@ CORRECTIONS: tuple[Correction, ...] = (
     CFN_REST_API,
     CFN_UNSUPPORTED_TYPES,
     PRESIGNED_SIGV4,
+    S3_MULTIPART_MEMORY,
     TERMINATE_SESSION,
 )
 """Applied in this order by `install()`. Each entry's probe proves it: `proof.run_probes()`."""
