@@ -25,7 +25,13 @@ from cloudide.localstack.runner import TaskInfo
 from cloudide.offline.stack import OfflineAws
 from tests.e2e.local_stack import CLOUDIDE, local_stack
 from tests.e2e.scenarios import first_terminal
-from tests.localstack.conftest import ROOT, Cluster, cluster, members, pid_namespace  # noqa: F401
+from tests.localstack.conftest import (  # noqa: F401
+    Cluster,
+    cluster,
+    direct_sync_stack,
+    members,
+    pid_namespace,
+)
 from tests.support import require_tool
 
 pytestmark = [pytest.mark.sandbox]
@@ -38,12 +44,7 @@ SOCKET = "/tmp/cloudide-tmux/default"
 def offline_server() -> Iterator[OfflineAws]:
     """The runner's fixtures' local AWS, under its own stack name: moto servers in one test process share
     their backends, and tests/localstack deploys the default name into them too."""
-    with OfflineAws(
-        ROOT / "template.yaml",
-        parameters={"TerminalImageUri": "local/terminal:dev"},
-        server=True,
-        stack_name="cloudide-isolation",
-    ) as aws:
+    with direct_sync_stack("cloudide-isolation") as aws:
         yield aws
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +28,14 @@ WITHOUT_VENDING = {"WORKSPACE_ACCESS_FUNCTION": ""}
 DIRECT_SYNC = "tests-direct-workspace-sync"
 
 
-@pytest.fixture(scope="module")
-def offline_server() -> Iterator[OfflineAws]:
+@contextmanager
+def direct_sync_stack(stack_name: str = "cloudide") -> Iterator[OfflineAws]:
+    """The template deployed into a moto server, its task role allowed DIRECT_SYNC to the workspaces."""
     with OfflineAws(
-        ROOT / "template.yaml", parameters={"TerminalImageUri": "local/terminal:dev"}, server=True
+        ROOT / "template.yaml",
+        parameters={"TerminalImageUri": "local/terminal:dev"},
+        server=True,
+        stack_name=stack_name,
     ) as aws:
         assert aws.stack is not None
         bucket = aws.stack.outputs["WorkspaceBucketName"]
@@ -45,6 +50,12 @@ def offline_server() -> Iterator[OfflineAws]:
                  "Condition": {"StringLike": {"s3:prefix": ["workspaces/*"]}}},
             ]}),
         )  # fmt: skip
+        yield aws
+
+
+@pytest.fixture(scope="module")
+def offline_server() -> Iterator[OfflineAws]:
+    with direct_sync_stack() as aws:
         yield aws
 
 
