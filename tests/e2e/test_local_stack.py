@@ -25,6 +25,7 @@ from websockets.sync.client import connect
 
 from tests.e2e.local_stack import CLOUDIDE, ApiError, RunningStack, local_stack, processes_mentioning
 from tests.e2e.scenarios import Shell, first_terminal, ready_session
+from tests.localstack.conftest import allow_direct_sync
 from tests.support import eventually, require_tool
 from tests.transport.browser import Browser, require_xterm, run, run_in_terminal, wait_for_line
 
@@ -238,9 +239,16 @@ def test_the_reconciler_stops_a_task_no_session_owns(stack: RunningStack) -> Non
         FunctionName=stack.physical_id("WorkflowFunction")
     )
     variables = workflow["Environment"]["Variables"]
+    definition = stack.output_value("TerminalTaskDefinitionArn")
+    task_role = stack.client("ecs").describe_task_definition(taskDefinition=definition)["taskDefinition"]
+    allow_direct_sync(  # no session to vend credentials against: it syncs on its task role
+        stack.client("iam"),
+        task_role["taskRoleArn"].rsplit("/", 1)[-1],
+        stack.output_value("WorkspaceBucketName"),
+    )
     leaked = stack.client("ecs").run_task(
         cluster=stack.output_value("ClusterName"),
-        taskDefinition=stack.output_value("TerminalTaskDefinitionArn"),
+        taskDefinition=definition,
         group="cloudide-terminals",
         startedBy="no-such-session",
         launchType="FARGATE",

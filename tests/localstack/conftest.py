@@ -28,6 +28,22 @@ WITHOUT_VENDING = {"WORKSPACE_ACCESS_FUNCTION": ""}
 DIRECT_SYNC = "tests-direct-workspace-sync"
 
 
+def allow_direct_sync(iam: Any, task_role: str, bucket: str) -> None:
+    """Let tasks started by hand (no session record to vend against) sync every workspace on the task
+    role's own credentials: a test-only grant, since the template's task role has no S3."""
+    iam.put_role_policy(
+        RoleName=task_role,
+        PolicyName=DIRECT_SYNC,
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                           "s3:AbortMultipartUpload"],
+             "Resource": f"arn:aws:s3:::{bucket}/workspaces/*"},
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
+             "Condition": {"StringLike": {"s3:prefix": ["workspaces/*"]}}},
+        ]}),
+    )  # fmt: skip
+
+
 @contextmanager
 def direct_sync_stack(stack_name: str = "cloudide") -> Iterator[OfflineAws]:
     """The template deployed into a moto server, its task role allowed DIRECT_SYNC to the workspaces."""
@@ -38,18 +54,9 @@ def direct_sync_stack(stack_name: str = "cloudide") -> Iterator[OfflineAws]:
         stack_name=stack_name,
     ) as aws:
         assert aws.stack is not None
-        bucket = aws.stack.outputs["WorkspaceBucketName"]
-        aws.client("iam").put_role_policy(
-            RoleName=aws.stack.physical_id("TaskRole"),
-            PolicyName=DIRECT_SYNC,
-            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-                {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-                                               "s3:AbortMultipartUpload"],
-                 "Resource": f"arn:aws:s3:::{bucket}/workspaces/*"},
-                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}",
-                 "Condition": {"StringLike": {"s3:prefix": ["workspaces/*"]}}},
-            ]}),
-        )  # fmt: skip
+        allow_direct_sync(
+            aws.client("iam"), aws.stack.physical_id("TaskRole"), aws.stack.outputs["WorkspaceBucketName"]
+        )
         yield aws
 
 
