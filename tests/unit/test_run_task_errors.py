@@ -7,20 +7,10 @@ from __future__ import annotations
 import boto3
 import pytest
 from botocore.stub import Stubber
-from sessions import clock
 from sessions.config import Settings
 from sessions.ecs_tasks import CapacityUnavailable, EcsTasks, ProvisioningFailed
-from sessions.record import Session
 
-
-def _session() -> Session:
-    moment = clock.now()
-    return Session.from_item({
-        "sessionId": "s-1", "ownerId": "alice", "projectId": "demo", "image": "base", "tier": "small",
-        "status": "PROVISIONING", "createdAt": clock.rfc3339(moment), "lastActivityAt": clock.rfc3339(moment),
-        "idleTimeoutSeconds": 1800, "maxLifetimeSeconds": 3600, "idleDeadline": clock.later(moment, 1800),
-        "lifetimeDeadline": clock.later(moment, 3600),
-    })  # fmt: skip
+from tests.unit.test_lifecycle_rules import session
 
 
 @pytest.mark.parametrize(
@@ -52,4 +42,4 @@ def test_only_transient_refusals_are_retried(code: str, message: str, expected: 
     with Stubber(client) as stub:
         stub.add_client_error("run_task", service_error_code=code, service_message=message)
         with pytest.raises(expected, match=message.split(".")[0]):
-            EcsTasks(settings, client=client).run(_session(), client_token="s-1-1", spot=True)
+            EcsTasks(settings, client=client).run(session(), client_token="s-1-1", spot=True)
