@@ -52,6 +52,8 @@ TEMPLATE = ROOT / "template.yaml"
 STACK_NAME = "cloudide-local"
 LOCAL_IMAGE = "local/cloudide-terminal:dev"
 SETTLE_TIMEOUT_S = 60.0
+# The functions terminal tasks call: they check the caller's presigned STS URL, which locally points here.
+TASK_FUNCTIONS = ("WorkspaceCredentialsFunction", "UsageReportFunction")
 """How long shutdown waits for the control plane to close the records of the tasks it stopped."""
 
 Progress = Callable[[str], None]
@@ -251,7 +253,7 @@ class LocalStack:
             if resource["type"] != "AWS::Lambda::Function":
                 continue
             overlay = dict(quiet)
-            if logical_id == "WorkspaceCredentialsFunction":
+            if logical_id in TASK_FUNCTIONS:
                 overlay["EXTRA_STS_ENDPOINTS"] = self.aws.endpoint_url
             configuration = lambda_client.get_function_configuration(FunctionName=resource["physical_id"])
             variables = {

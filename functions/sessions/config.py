@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from sessions.policy import AccessPolicy, Limits
 from sessions.tiers import TIERS
+from sessions.usage import IdlePolicy
 
 
 def _split_list(value: object) -> object:
@@ -61,6 +62,12 @@ class Settings(BaseModel):
     idle_timeout_min_minutes: int = Field(5, ge=1, validation_alias="IDLE_TIMEOUT_MIN_MINUTES")
     idle_timeout_max_minutes: int = Field(240, ge=1, validation_alias="IDLE_TIMEOUT_MAX_MINUTES")
     max_lifetime_hours: float = Field(12, gt=0, validation_alias="MAX_LIFETIME_HOURS")
+    # What counts as use, and how long a terminal nobody has open lives on (sessions/usage.py).
+    idle_policy: IdlePolicy = Field(IdlePolicy.WORK, validation_alias="IDLE_POLICY")
+    disconnect_grace_minutes: int = Field(5, ge=0, le=24 * 60, validation_alias="DISCONNECT_GRACE_MINUTES")
+    # While a terminal is in use its monitor reports at most this often (the cost of a report: one
+    # Lambda invocation, one DynamoDB write, sometimes a workflow heartbeat).
+    usage_report_minutes: float = Field(5, gt=0, le=60, validation_alias="USAGE_REPORT_MINUTES")
     sessions_per_user: int = Field(3, ge=1, validation_alias="SESSIONS_PER_USER")
     global_session_cap: int = Field(500, ge=1, validation_alias="GLOBAL_SESSION_CAP")
     # Members of this Cognito group may list and stop every user's sessions, and do nothing more.
@@ -115,4 +122,6 @@ class Settings(BaseModel):
             idle_min_minutes=self.idle_timeout_min_minutes,
             idle_max_minutes=self.idle_timeout_max_minutes,
             max_lifetime_hours=self.max_lifetime_hours,
+            idle_policy=self.idle_policy,
+            disconnect_grace_minutes=self.disconnect_grace_minutes,
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,13 +83,20 @@ class TaskEvent:
 def watch_limits(session: Session, moment: datetime | None = None) -> dict[str, int]:
     """Heartbeat (idle) and timeout (lifetime) seconds for the watch step, as Step Functions wants them.
 
-    HeartbeatSeconds must stay below TimeoutSeconds, so the idle window is clipped to the lifetime.
+    Once the session is READY the idle window is the time left to its idle deadline, so a watch step
+    entered again after a usage report that moved the deadline without a heartbeat (sessions/usage.py)
+    times out exactly at the deadline. Before READY (the idle clock starts then) it is the whole idle
+    timeout. HeartbeatSeconds must stay below TimeoutSeconds, so the idle window is clipped to the
+    lifetime.
     """
     moment = moment or clock.now()
     remaining = int((clock.parse(session.lifetime_deadline) - moment).total_seconds())
     timeout = max(remaining, 2)
+    idle = session.idle_timeout_seconds
+    if session.ready_at is not None:
+        idle = math.ceil((clock.parse(session.idle_deadline) - moment).total_seconds())
     return {
-        "idleTimeoutSeconds": min(session.idle_timeout_seconds, timeout - 1),
+        "idleTimeoutSeconds": max(1, min(idle, timeout - 1)),
         "lifetimeRemainingSeconds": timeout,
     }
 
@@ -97,7 +105,7 @@ def stop_reason(session: Session, moment: datetime | None = None) -> str | None:
     """Why a live session should stop now, or None. A user's request wins over the limits."""
     moment = moment or clock.now()
     if session.stop_requested_at:
-        return f"stopped by {session.stop_requested_by or 'user'}"
+        return session.stop_requested_reason or f"stopped by {session.stop_requested_by or 'user'}"
     lifetime_left = (clock.parse(session.lifetime_deadline) - moment).total_seconds()
     if lifetime_left <= _LIFETIME_SLACK_SECONDS:
         return f"reached the maximum lifetime of {_duration(session.max_lifetime_seconds)}"
@@ -360,8 +368,8 @@ class Lifecycle:
         first = stopping and self._store.note_stray_task(session.session_id, facts.task_arn)
         return TaskEvent(Verdict.STRAY_STOPPED if first else Verdict.STRAY, session)
 
-    def request_stop(self, session_id: str, requested_by: str) -> Session:
-        session = self._store.request_stop(session_id, requested_by=requested_by)
+    def request_stop(self, session_id: str, requested_by: str, *, reason: str | None = None) -> Session:
+        session = self._store.request_stop(session_id, requested_by=requested_by, reason=reason)
         return self.settle(session)
 
     def settle(self, session: Session) -> Session:

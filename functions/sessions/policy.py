@@ -1,5 +1,5 @@
 """Per-group limits: which images and tiers a caller may start, how many sessions at once, which idle
-timeouts and how long a session may live.
+timeouts and how long a session may live, and what counts as use (sessions/usage.py).
 
 The admin writes one JSON document (the template's `AccessPolicy` parameter, reaching the API as
 `ACCESS_POLICY`): a rule per Cognito group and a `default` rule for callers in none of them. A field a
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sessions.tiers import TIERS
+from sessions.usage import IdlePolicy
 
 # Grants every image the deployment offers, present and future.
 ALL_IMAGES = "*"
@@ -50,6 +51,8 @@ class Rule(BaseModel):
     maxSessions: int | None = Field(None, ge=0)
     idleTimeoutMinutes: IdleBounds | None = None
     maxLifetimeHours: float | None = Field(None, gt=0, le=8760)
+    idlePolicy: IdlePolicy | None = None
+    disconnectGraceMinutes: int | None = Field(None, ge=0, le=24 * 60)
 
     @model_validator(mode="after")
     def _known_tiers(self) -> Rule:
@@ -69,6 +72,8 @@ class Limits:
     idle_min_minutes: int
     idle_max_minutes: int
     max_lifetime_hours: float
+    idle_policy: IdlePolicy
+    disconnect_grace_minutes: int
     granted_by: str = "the deployment's settings"  # named in error messages
 
     @property
@@ -105,6 +110,8 @@ class AccessPolicy(BaseModel):
             idle_min_minutes=min(r.idle_min_minutes for r in resolved),
             idle_max_minutes=max(r.idle_max_minutes for r in resolved),
             max_lifetime_hours=max(r.max_lifetime_hours for r in resolved),
+            idle_policy=max((r.idle_policy for r in resolved), key=lambda p: p.generosity),
+            disconnect_grace_minutes=max(r.disconnect_grace_minutes for r in resolved),
             granted_by=", ".join(f"group {name!r}" for name in matched) or "the default rule",
         )
 
@@ -119,4 +126,10 @@ def _resolve(rule: Rule, baseline: Limits) -> Limits:
         idle_min_minutes=idle.min if idle else baseline.idle_min_minutes,
         idle_max_minutes=idle.max if idle else baseline.idle_max_minutes,
         max_lifetime_hours=rule.maxLifetimeHours or baseline.max_lifetime_hours,
+        idle_policy=rule.idlePolicy or baseline.idle_policy,
+        disconnect_grace_minutes=(
+            rule.disconnectGraceMinutes
+            if rule.disconnectGraceMinutes is not None
+            else baseline.disconnect_grace_minutes
+        ),
     )

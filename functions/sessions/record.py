@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from sessions import clock
+from sessions.usage import IdlePolicy
 
 
 class Status(StrEnum):
@@ -105,6 +106,12 @@ class SessionView(BaseModel):
     lifetime_deadline: str = Field(alias="lifetimeDeadline")
     stop_requested_at: str | None = Field(None, alias="stopRequestedAt")
     stop_requested_by: str | None = Field(None, alias="stopRequestedBy")
+    # What counts as use for this session, fixed at start from the owner's groups (sessions/usage.py).
+    idle_policy: IdlePolicy = Field(IdlePolicy.WORK, alias="idlePolicy")
+    disconnect_grace_seconds: int = Field(300, alias="disconnectGraceSeconds")
+    # From the task's last usage report: tmux clients attached, and when it reported.
+    clients_attached: int | None = Field(None, alias="clientsAttached")
+    last_report_at: str | None = Field(None, alias="lastReportAt")
     stopped_at: str | None = Field(None, alias="stoppedAt")
     # Facts observed about the session's own ECS task (from its task-state events and DescribeTasks).
     task_status: TaskStatus | None = Field(None, alias="taskStatus")
@@ -125,6 +132,8 @@ class Session(SessionView):
     last_event_version: int | None = Field(None, alias="lastEventVersion")
     # Other tasks that carried this session's id and were stopped (each counted and logged once).
     stray_task_arns: set[str] | None = Field(None, alias="strayTaskArns")
+    # Why a stop was requested, when not by a person (e.g. "no client attached for 5 min").
+    stop_requested_reason: str | None = Field(None, alias="stopRequestedReason")
     # The status a STOPPING session ends in once its task has stopped (FAILED on the failure path).
     end_status: Status | None = Field(None, alias="endStatus")
     provision_attempts: int = Field(0, alias="provisionAttempts")
@@ -144,6 +153,8 @@ class Session(SessionView):
         idle_timeout_seconds: int,
         max_lifetime_seconds: int,
         retention_days: int = 30,
+        idle_policy: IdlePolicy = IdlePolicy.WORK,
+        disconnect_grace_seconds: int = 300,
         session_id: str | None = None,
     ) -> Session:
         """A session as the API creates it: PROVISIONING, its deadlines counted from now."""
@@ -160,6 +171,8 @@ class Session(SessionView):
             last_activity_at=clock.rfc3339(moment),
             idle_timeout_seconds=idle_timeout_seconds,
             max_lifetime_seconds=max_lifetime_seconds,
+            idle_policy=idle_policy,
+            disconnect_grace_seconds=disconnect_grace_seconds,
             idle_deadline=clock.later(moment, idle_timeout_seconds),
             lifetime_deadline=clock.later(moment, max_lifetime_seconds),
             expires_at=int(moment.timestamp()) + retention_days * 86400,

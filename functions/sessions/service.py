@@ -15,7 +15,7 @@ from sessions.errors import Conflict, Forbidden, InvalidRequest, NotFound, Quota
 from sessions.lifecycle import Lifecycle
 from sessions.policy import Limits
 from sessions.record import Session, Status
-from sessions.store import RecordNotFound, SessionStore, TransitionRejected
+from sessions.store import RecordNotFound, SessionStore
 from sessions.tiers import TIERS
 
 # Activity reports closer together than this are acknowledged without a write or a heartbeat.
@@ -76,6 +76,8 @@ class SessionService:
             idle_timeout_seconds=idle_minutes * 60,
             max_lifetime_seconds=limits.max_lifetime_seconds,
             retention_days=settings.retention_days,
+            idle_policy=limits.idle_policy,
+            disconnect_grace_seconds=limits.disconnect_grace_minutes * 60,
         )
         self._store.create(session)
         try:
@@ -108,6 +110,8 @@ class SessionService:
             raise NotFound(f"no session {session_id}", field="sessionId") from error
 
     def report_activity(self, owner_id: str, session_id: str) -> Session:
+        """Use the task cannot see: an IDE editing the workspace's files without a terminal open. Terminal
+        use is reported by the task itself (sessions/usage_reports.py); connecting is not use."""
         session = self.get(owner_id, session_id)
         if not session.status.is_live:
             raise Conflict(f"session is {session.status.value}: {session.status_reason}", field="sessionId")
@@ -149,12 +153,6 @@ class SessionService:
             self._tasks.end_shell(replaces)
         channel = self._tasks.open_shell(session.task_arn, read_only=read_only)
         self._store.remember_exec_session(session_id, channel["sessionId"])
-        try:
-            touched = self._store.touch_activity(session_id, coalesce_seconds=ACTIVITY_COALESCE_SECONDS)
-            if touched is not None:
-                self._lifecycle.heartbeat(touched)
-        except (RecordNotFound, TransitionRejected):
-            pass
         return channel
 
 

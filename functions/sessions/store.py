@@ -4,6 +4,8 @@ named for what it guarantees, so concurrent writers (API, workflow steps, task e
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -178,13 +180,15 @@ class SessionStore:
             reject_message="session has ended",
         )
 
-    def request_stop(self, session_id: str, *, requested_by: str) -> Session:
-        """Record a stop request once; later requests keep the first one's time and author."""
+    def request_stop(self, session_id: str, *, requested_by: str, reason: str | None = None) -> Session:
+        """Record a stop request once; later requests keep the first one's time, author and reason."""
         stamp = clock.rfc3339(clock.now())
         try:
             return self._update(
                 session_id,
-                set_fields=Session.item_fields(stop_requested_at=stamp, stop_requested_by=requested_by),
+                set_fields=Session.item_fields(
+                    stop_requested_at=stamp, stop_requested_by=requested_by, stop_requested_reason=reason
+                ),
                 condition=Attr("stopRequestedAt").not_exists(),
                 reject_message="stop already requested",
             )
@@ -245,6 +249,35 @@ class SessionStore:
             )
         except TransitionRejected:
             return None
+
+    def record_usage(
+        self, session: Session, *, task_arn: str, clients: int, used_at: datetime | None
+    ) -> Session:
+        """Record a usage report of the session's own task: its clients now and, when newer than the
+        record's, its last use and the idle deadline that sets. The last use never moves back: if a
+        newer use was recorded meanwhile (a concurrent report, the REST `/activity`), only the clients
+        are written."""
+        reported = Session.item_fields(clients_attached=clients, last_report_at=clock.rfc3339(clock.now()))
+        own_task = Attr("status").is_in([s.value for s in LIVE]) & Attr("taskArn").eq(task_arn)
+        if used_at is not None:
+            used = clock.rfc3339(used_at)
+            with contextlib.suppress(TransitionRejected):
+                return self._update(
+                    session.session_id,
+                    set_fields=reported
+                    | Session.item_fields(
+                        last_activity_at=used,
+                        idle_deadline=clock.later(used_at, session.idle_timeout_seconds),
+                    ),
+                    condition=own_task & Attr("lastActivityAt").lt(used),
+                    reject_message="not the session's task, or newer use is recorded",
+                )
+        return self._update(
+            session.session_id,
+            set_fields=reported,
+            condition=own_task,
+            reject_message="the session has ended or runs on another task",
+        )
 
     def record_task_facts(self, session_id: str, facts: TaskFacts) -> Session:
         """Record what ECS said about the session's own task: only while the record names that task, and

@@ -18,7 +18,10 @@ from sessions.lifecycle import Lifecycle
 from sessions.reconciler import Reconciler
 from sessions.service import SessionService
 from sessions.store import SessionStore
+from sessions.task_identity import TaskIdentity
+from sessions.usage_reports import UsageReports
 from sessions.workflows import Workflows
+from sessions.workspace_access import WorkspaceAccess
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,30 @@ class Components:
     reconciler: Reconciler
 
 
+@dataclass(frozen=True)
+class TaskCalls:
+    """What terminal tasks call (each call authenticated as its task): credentials and usage reports."""
+
+    workspace_access: WorkspaceAccess
+    usage_reports: UsageReports
+
+
 def components() -> Components:
     return _build(frozenset(os.environ.items()))
+
+
+def task_calls() -> TaskCalls:
+    return _build_task_calls(frozenset(os.environ.items()))
+
+
+@cache
+def _build_task_calls(environment: frozenset[tuple[str, str]]) -> TaskCalls:
+    built = _build(environment)
+    identity = TaskIdentity(built.settings, built.store)
+    return TaskCalls(
+        WorkspaceAccess(built.settings, identity),
+        UsageReports(built.settings, built.store, built.lifecycle, identity),
+    )
 
 
 @cache

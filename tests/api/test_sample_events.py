@@ -1,6 +1,7 @@
 """Every file in events/ fed to its function's handler, as `sam local invoke -e events/<file>` would.
 
-The prefix names the function (api_, task_events_, workflow_, reconciler_, workspace_credentials_). Each case seeds the session record the
+The prefix names the function (api_, task_events_, workflow_, reconciler_, workspace_credentials_,
+usage_report). Each case seeds the session record the
 event presupposes, invokes the handler with the template's environment, and checks the answer and the
 record; workflow tokens cannot be answered to a real execution here, so the checks name which token
 the handler answered and how.
@@ -18,7 +19,7 @@ import boto3
 import pytest
 import urllib3
 from sessions import clock
-from sessions.record import Status, WaitingFor
+from sessions.record import LIVE, Status, WaitingFor
 
 from tests.api.conftest import (
     API_FUNCTION,
@@ -39,6 +40,7 @@ ACCOUNT_ID, REGION = "123456789012", "us-east-1"
 TASK_ARN = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task/cloudide-dev-Cluster-7QW2K9XJ4MZB/0f9e8d7c6b5a49382716a5b4c3d2e1f0"
 PARKED = "parked-by-an-earlier-step"
 WORKSPACE_CREDENTIALS_FUNCTION = "WorkspaceCredentialsFunction"
+USAGE_REPORT_FUNCTION = "UsageReportFunction"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -51,6 +53,7 @@ PREFIXES = {
     "workflow_": WORKFLOW_FUNCTION,
     "reconciler_": RECONCILER_FUNCTION,
     "workspace_credentials_": WORKSPACE_CREDENTIALS_FUNCTION,
+    "usage_report": USAGE_REPORT_FUNCTION,
 }
 
 
@@ -317,30 +320,38 @@ def check_workflow_cleanup(deployment: Deployment) -> None:
 # Workspace credentials ---------------------------------------------------------------------------------
 
 
-def check_workspace_credentials_vend(deployment: Deployment) -> None:
-    # The sync agent of the session's task presents a presigned sts:GetCallerIdentity URL; STS (played
-    # here, no network) answers with the task-role session ECS named after that task.
+def task_role_session(deployment: Deployment) -> list[tuple[str, str]]:
+    """The session's task running, and STS (played here, no network) answering a presigned
+    sts:GetCallerIdentity URL with the task-role session ECS named after that task; returns the
+    requests STS got."""
     deployment.seed(SESSION_ID, OWNER)
     task_id = deployment.provision(SESSION_ID).rsplit("/", 1)[-1]
-    task_role = f"arn:aws:iam::{ACCOUNT_ID}:role/cloudide-dev-TaskRole-1A2B3C4D5E6F"
-    deployment.stack.refs["WorkspaceBucket"] = "cloudide-dev-workspacebucket-1a2b3c4d5e6f"
-    deployment.stack.attributes["TaskRole.Arn"] = task_role
-    deployment.stack.attributes["WorkspaceAccessRole.Arn"] = (
-        f"arn:aws:iam::{ACCOUNT_ID}:role/workspace-access"
-    )
-    url = load("workspace_credentials_vend")["callerIdentityUrl"]
+    deployment.stack.attributes["TaskRole.Arn"] = f"arn:aws:iam::{ACCOUNT_ID}:role/{TASK_ROLE}"
     asked: list[tuple[str, str]] = []
 
     def sts(pool: Any, method: str, requested: str, **options: Any) -> urllib3.HTTPResponse:
         asked.append((method, requested))
         assert options.get("redirect") is False, "a redirect could lead the proof to another server"
-        arn = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/cloudide-dev-TaskRole-1A2B3C4D5E6F/{task_id}"
+        arn = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/{TASK_ROLE}/{task_id}"
         return urllib3.HTTPResponse(body=STS_IDENTITY.format(arn=arn).encode(), status=200)
 
     deployment.monkeypatch.setattr(urllib3.PoolManager, "request", sts)
+    return asked
+
+
+TASK_ROLE = "cloudide-dev-TaskRole-1A2B3C4D5E6F"
+
+
+def check_workspace_credentials_vend(deployment: Deployment) -> None:
+    asked = task_role_session(deployment)
+    deployment.stack.refs["WorkspaceBucket"] = "cloudide-dev-workspacebucket-1a2b3c4d5e6f"
+    deployment.stack.attributes["WorkspaceAccessRole.Arn"] = (
+        f"arn:aws:iam::{ACCOUNT_ID}:role/workspace-access"
+    )
 
     answer = deployment.invoke(WORKSPACE_CREDENTIALS_FUNCTION, load("workspace_credentials_vend"))
 
+    url = load("workspace_credentials_vend")["callerIdentityUrl"]
     assert asked == [("GET", url)], "the proof is checked with STS itself, exactly as presented"
     vended = answer["credentials"]
     assert (vended["bucket"], vended["prefix"]) == (
@@ -348,6 +359,29 @@ def check_workspace_credentials_vend(deployment: Deployment) -> None:
         f"workspaces/{OWNER}/hello-world/",
     )
     assert vended["accessKeyId"] and vended["sessionToken"] and vended["expiration"]
+
+
+def check_usage_report(deployment: Deployment) -> None:
+    # The usage monitor of the session's READY task reports a keystroke 12.5 s ago, with one client on.
+    asked = task_role_session(deployment)
+    earlier = clock.rfc3339(clock.now().replace(year=clock.now().year - 1))
+    deployment.store.update_fields(
+        SESSION_ID, while_status=LIVE, status=Status.READY, last_activity_at=earlier,
+        ready_at=earlier, wait_token=PARKED, waiting_for=WaitingFor.STOP,
+    )  # fmt: skip
+
+    answer = deployment.invoke(USAGE_REPORT_FUNCTION, load("usage_report"))
+
+    assert asked == [("GET", load("usage_report")["callerIdentityUrl"])]
+    assert answer["policy"] == {
+        "idlePolicy": "work", "idleTimeoutSeconds": 1800, "disconnectGraceSeconds": 300, "reportSeconds": 300,
+    }  # fmt: skip
+    session = deployment.store.require(SESSION_ID)
+    assert session.clients_attached == 1 and session.last_report_at
+    typed = clock.parse(session.last_activity_at)
+    assert 11 <= (clock.now() - typed).total_seconds() <= 15, "the last use is the keystroke's time"
+    assert answer["idleDeadline"] == session.idle_deadline == clock.later(typed, 1800)
+    assert answered(deployment) == [("send_task_heartbeat", PARKED)], "recent use resets the idle timer"
 
 
 STS_IDENTITY = """<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
@@ -392,7 +426,7 @@ def test_samples_share_one_session_account_and_region() -> None:
         text = (EVENTS / f"{name}.json").read_text()
         # Workflow steps carry no ARN; a caller-identity proof names only the region (the signer's account
         # is what STS answers).
-        if function_of(name) == WORKSPACE_CREDENTIALS_FUNCTION:
+        if "callerIdentityUrl" in text:
             assert f"/{REGION}/sts/" in urllib.parse.unquote(text), name
         else:
             assert ACCOUNT_ID in text or function_of(name) == WORKFLOW_FUNCTION, name

@@ -25,6 +25,10 @@ WILDCARD_RESOURCES: dict[tuple[str, str], str] = {
     ): "task tokens are not resources: SendTask* take no ARN",
     ("ApiFunctionRole", "AnswerWorkflowCallbacks"): "task tokens are not resources: SendTask* take no ARN",
     (
+        "UsageReportFunctionRole",
+        "AnswerWorkflowCallbacks",
+    ): "task tokens are not resources: SendTask* take no ARN",
+    (
         "ReconcilerFunctionRole",
         "AnswerWorkflowCallbacks",
     ): "task tokens are not resources: SendTask* take no ARN",
@@ -141,11 +145,14 @@ def test_every_role_is_denied_session_manager_sessions(role: str) -> None:
     assert not granting("ssm:StartSession")
 
 
-def test_the_task_role_reaches_no_s3_and_only_the_vending_function() -> None:
+def test_the_task_role_reaches_no_s3_and_only_the_task_functions() -> None:
     task_statements = [s for s in ALL if s.owner in ("TaskRole", "TaskRoleVendingPolicy")]
     assert not [s for s in task_statements if any(a.startswith("s3:") for a in s.actions)]
     [invoke] = [s for s in task_statements if "lambda:InvokeFunction" in s.actions]
-    assert invoke.resources == ({"Fn::GetAtt": ["WorkspaceCredentialsFunction", "Arn"]},)
+    assert invoke.resources == (
+        {"Fn::GetAtt": ["WorkspaceCredentialsFunction", "Arn"]},
+        {"Fn::GetAtt": ["UsageReportFunction", "Arn"]},
+    )
     vending = resources()["TaskRoleVendingPolicy"]["Properties"]
     assert vending["Roles"] == [{"Ref": "TaskRole"}]
 

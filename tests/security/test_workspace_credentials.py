@@ -186,6 +186,9 @@ def world(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World
     iam = boto3.client("iam")
     stack.attributes["ExecLogGroup.Arn"] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:exec-{suffix}:*"
     stack.attributes["WorkspaceCredentialsFunction.Arn"] = _Context.invoked_function_arn
+    stack.attributes["UsageReportFunction.Arn"] = (
+        f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-UsageReportFunction"
+    )
     task_role = iam.create_role(
         RoleName=f"{STACK}-TaskRole-{suffix}",
         AssumeRolePolicyDocument=json.dumps(
@@ -243,7 +246,7 @@ def world(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World
         )
     finally:
         wiring._build.cache_clear()
-        workspace_credentials._access.cache_clear()
+        wiring._build_task_calls.cache_clear()
 
 
 def s3_read(world: World, credentials: dict[str, str], key: str) -> str:

@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 from sessions.config import Settings
 from sessions.policy import AccessPolicy, Limits
+from sessions.usage import IdlePolicy
 
 BASELINE = Limits(
     images=frozenset({"base", "python", "node"}),
@@ -15,6 +16,8 @@ BASELINE = Limits(
     idle_min_minutes=5,
     idle_max_minutes=240,
     max_lifetime_hours=12,
+    idle_policy=IdlePolicy.INPUT,
+    disconnect_grace_minutes=5,
 )
 
 
@@ -44,6 +47,25 @@ def test_groups_combine_to_the_most_generous_value_of_each_field() -> None:
     assert limits.granted_by == "group 'a', group 'b'"
 
 
+def test_groups_grant_the_keeping_idle_policy_and_the_longest_disconnect_grace() -> None:
+    policy = AccessPolicy.model_validate(
+        {
+            "groups": {
+                "builders": {"idlePolicy": "work", "disconnectGraceMinutes": 0},
+                "students": {"disconnectGraceMinutes": 30},
+            }
+        }
+    )
+
+    builders = policy.limits_for({"builders"}, BASELINE)
+    both = policy.limits_for({"builders", "students"}, BASELINE)
+    nobody = policy.limits_for(set(), BASELINE)
+
+    assert (builders.idle_policy, builders.disconnect_grace_minutes) == (IdlePolicy.WORK, 0)
+    assert (both.idle_policy, both.disconnect_grace_minutes) == (IdlePolicy.WORK, 30)
+    assert (nobody.idle_policy, nobody.disconnect_grace_minutes) == (IdlePolicy.INPUT, 5)
+
+
 def test_the_default_idle_timeout_is_moved_into_a_groups_bounds() -> None:
     policy = AccessPolicy.model_validate({"default": {"idleTimeoutMinutes": {"min": 60, "max": 90}}})
 
@@ -58,6 +80,8 @@ def test_the_default_idle_timeout_is_moved_into_a_groups_bounds() -> None:
         ('{"default": {"maxSesions": 2}}', "maxSesions"),
         ('{"default": {"maxSessions": -1}}', "maxSessions"),
         ("{not json", "ACCESS_POLICY"),
+        ('{"default": {"idlePolicy": "cpu"}}', "idlePolicy"),
+        ('{"groups": {"a": {"disconnectGraceMinutes": -1}}}', "disconnectGraceMinutes"),
     ],
 )
 def test_a_broken_policy_fails_at_cold_start_naming_the_mistake(document: str, complaint: str) -> None:

@@ -43,7 +43,12 @@ def test_the_reconciler_runs_on_the_period_parameter(resources: dict[str, Any]) 
 
 @pytest.mark.parametrize(
     ("function", "reserved"),
-    [("TaskEventsFunction", 50), ("WorkspaceCredentialsFunction", 20), ("ReconcilerFunction", 1)],
+    [
+        ("TaskEventsFunction", 50),
+        ("WorkspaceCredentialsFunction", 20),
+        ("UsageReportFunction", 10),
+        ("ReconcilerFunction", 1),
+    ],
 )
 def test_reserved_concurrency_only_when_the_operator_asks(
     resources: dict[str, Any], function: str, reserved: int

@@ -96,10 +96,10 @@ def test_subnets_take_the_az_ids_when_given() -> None:
         assert properties["AvailabilityZone"]["Fn::If"][0] == "HasAzIds"
 
 
-def test_reserved_concurrency_needs_a_quota_of_171() -> None:
-    # 71 reserved, and Lambda keeps 100 unreserved.
+def test_reserved_concurrency_needs_a_quota_of_181() -> None:
+    # 81 reserved, and Lambda keeps 100 unreserved.
     assert (
-        _refusal(account=preflight.Account(lambda_concurrency_quota=171), ReserveConcurrency="true") is None
+        _refusal(account=preflight.Account(lambda_concurrency_quota=181), ReserveConcurrency="true") is None
     )
-    refusal = _refusal(account=preflight.Account(lambda_concurrency_quota=170), ReserveConcurrency="true")
+    refusal = _refusal(account=preflight.Account(lambda_concurrency_quota=180), ReserveConcurrency="true")
     assert "minimum value of [100]" in str(refusal)

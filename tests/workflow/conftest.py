@@ -21,6 +21,7 @@ from sessions.ecs_tasks import EcsTasks
 from sessions.lifecycle import Lifecycle
 from sessions.record import Session, Status, WaitingFor
 from sessions.store import SessionStore
+from sessions.usage import IdlePolicy
 
 from cloudide.offline import faults, invariants, moto_fixes
 from cloudide.offline.clock import ScaledClock
@@ -52,7 +53,13 @@ class Offline:
         return Lifecycle(settings, self.store, EcsTasks(settings), WorkflowCallbacks())
 
     def new_session(
-        self, *, idle_seconds: int = 3600, lifetime_seconds: int = 12 * 3600, project_id: str = "demo"
+        self,
+        *,
+        idle_seconds: int = 3600,
+        lifetime_seconds: int = 12 * 3600,
+        project_id: str = "demo",
+        idle_policy: IdlePolicy = IdlePolicy.WORK,
+        grace_seconds: int = 300,
     ) -> Session:
         session = Session.new(
             owner_id="user-1",
@@ -61,6 +68,8 @@ class Offline:
             tier="small",
             idle_timeout_seconds=idle_seconds,
             max_lifetime_seconds=lifetime_seconds,
+            idle_policy=idle_policy,
+            disconnect_grace_seconds=grace_seconds,
         )
         self.created.append(session.session_id)
         return self.store.create(session)

@@ -3,22 +3,14 @@ for its own workspace prefix, or a refusal saying which check failed (sessions/w
 
 from __future__ import annotations
 
-import os
-from functools import cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from sessions.observability import logger, metrics, tracer
-from sessions.wiring import components
-from sessions.workspace_access import AccessRefused, WorkspaceAccess
-
-
-@cache
-def _access(environment: frozenset[tuple[str, str]]) -> WorkspaceAccess:
-    built = components()
-    return WorkspaceAccess(built.settings, built.store)
+from sessions.task_identity import AccessRefused
+from sessions.wiring import task_calls
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -29,7 +21,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if not isinstance(url, str) or not url:
         return {"error": "InvalidRequest", "message": "callerIdentityUrl (a presigned URL) is required"}
     try:
-        vended = _access(frozenset(os.environ.items())).vend(url)
+        vended = task_calls().workspace_access.vend(url)
     except AccessRefused as refusal:
         logger.warning("workspace credentials refused", extra={"reason": str(refusal)})
         metrics.add_metric(name="WorkspaceCredentialsRefused", unit=MetricUnit.Count, value=1)
