@@ -158,7 +158,7 @@ def test_under_input_a_busy_terminal_nobody_types_in_stops_on_time(fast: Offline
 
 
 def test_a_report_from_a_task_that_is_not_the_sessions_own_is_refused(fast: Offline) -> None:
-    session, execution, monitor = ready_session(fast)
+    session, execution, _ = ready_session(fast)
     stray = TaskReporter(fast.aws, fast.start_stray_task(session.session_id))
 
     answer = stray.report(clients=0, detached=GRACE_SECONDS * 10)
