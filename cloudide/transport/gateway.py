@@ -170,7 +170,7 @@ class Gateway:
         gateway already relays, and tells the viewers why a session ended. Without it a connect call
         vets the joiner, which on AWS opens an exec session that holds one of the task's two places
         until it expires, and viewers learn only that the terminal closed.
-        The gateway reports no activity: whether a session is in use is the task's to say.
+        The gateway reports no activity: whether a session is in use is the task's to say (``sessions_api``).
         ``api_url``, when given, is the REST API the page lists, starts and stops sessions with
         (served to it as ``/config.json``); without it the page only opens a session it is given."""
         self._factory = connector_factory

@@ -195,8 +195,7 @@ class SessionHub:
         """Open the upstream; ``connector`` is called now and again on every transparent reconnect.
 
         With ``read_session``, the end of the session is followed by an ``ended`` message telling the
-        viewers what became of it and why (the record's ``status`` and ``statusReason``). Nothing here
-        reports use: connecting, reconnecting, typing and output tell the API nothing (the task does).
+        viewers what became of it and why (the record's ``status`` and ``statusReason``).
         Raises what kept the first data channel from opening (``ApiRejected`` for an API refusal).
         """
         upstream = TerminalConnection(
@@ -302,7 +301,8 @@ class SessionHub:
 
     async def _tell_fate(self) -> None:
         """Tell the viewers what became of the session: READY (only the shell exited), or stopping and
-        why. Without an answer in time they learn only that the terminal closed."""
+        why. If the record cannot be read (the token expired, the API is down, or slow), they learn only
+        that the terminal closed: the close must not wait on the API."""
         if self._read_session is None:
             return
         try:

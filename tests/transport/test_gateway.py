@@ -15,7 +15,7 @@ from cloudide.transport.client import Connector, ExecCredentials
 from cloudide.transport.gateway import Gateway
 from cloudide.transport.gateway_hub import HubLimits, Scrollback, Viewer, control
 from cloudide.transport.peer import LocalPeer
-from cloudide.transport.sessions_api import ApiRejected, ConnectorFactory
+from cloudide.transport.sessions_api import ApiRejected, ConnectorFactory, SessionRead
 from tests.transport.browser import (
     FakeBrowser,
     eventually,
@@ -246,6 +246,26 @@ def test_when_the_session_stops_every_viewer_is_told_why_before_the_close() -> N
 
     run(scenario())
     assert reads == [("s-1", "t-1")]  # one read for all viewers, with the token that opened the upstream
+
+
+def test_when_the_session_cannot_be_read_at_its_end_viewers_are_still_closed_normally() -> None:
+    def expired(session_id: str, token: str) -> SessionRead:
+        async def read() -> dict[str, Any]:
+            raise ApiRejected(401, "The incoming token has expired")
+
+        return read
+
+    async def scenario() -> None:
+        async with (
+            running_gateway(reader_factory=expired) as (gateway, _),
+            FakeBrowser.open(gateway) as browser,
+        ):
+            await browser.wait_control(type="state", state="open")
+            await browser.type("exit\r")
+            assert await browser.closed() == (1000, "session ended")
+            assert not [c for c in browser.controls if c["type"] == "ended"]
+
+    run(scenario())
 
 
 def test_when_a_reconnect_finds_the_session_stopped_every_viewer_is_told_why() -> None:
