@@ -24,11 +24,12 @@ from cloudide.offline import moto_fixes
 from cloudide.offline.clock import ScaledClock
 from cloudide.offline.fargate import FakeFargate, TaskScript
 from cloudide.offline.stack import OfflineAws
-from cloudide.transport.sessions_api import ACTIVITY_INTERVAL_S
 
 SCALE = 1 / 1200  # one virtual hour passes in 3 s
 IDLE_MINUTES = 15
-ACTIVITY_EVERY_MINUTES = ACTIVITY_INTERVAL_S / 60  # the gateway's and attach's pace while in use
+# Reports of use while active: one a minute, the pace the terminal clients kept before the task took
+# over reporting its own use (issue 13); an upper bound until the usage monitor's pace is measured.
+ACTIVITY_EVERY_MINUTES = 1.0
 
 PRICE_TRANSITION = 0.000025  # Standard workflows, per state transition
 PRICE_LAMBDA_REQUEST = 0.20 / 1e6
@@ -51,7 +52,7 @@ def _simulate(
     virtual_clock: ScaledClock,
     active_hours: float,
 ) -> dict[str, Any]:
-    """A session used for `active_hours`, reporting activity as the gateway does, then left idle until it stops."""
+    """A session used for `active_hours`, its use reported as in `ACTIVITY_EVERY_MINUTES`, then left idle until it stops."""
     stack = aws.stack
     assert stack is not None
     invocations = {"count": 0}

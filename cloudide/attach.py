@@ -23,6 +23,7 @@ import sys
 import termios
 import tty
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,7 @@ from cloudide.transport.client import (
     TransportError,
 )
 from cloudide.transport.fdio import wait_readable
-from cloudide.transport.sessions_api import (
-    ActivityReport,
-    ActivityReporter,
-    MalformedToken,
-    SessionRead,
-    SessionsApi,
-)
+from cloudide.transport.sessions_api import ApiRejected, MalformedToken, SessionRead, SessionsApi
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +107,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
-        connect, report_activity, read_session = endpoints_from_args(args)
+        connect, read_session = endpoints_from_args(args)
     except (ValueError, MalformedToken) as error:
         print(f"cloudide attach: {error}", file=sys.stderr)
         return 2
@@ -121,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
             connect,
             sys.stdin.fileno(),
             sys.stdout.fileno(),
-            activity=ActivityReporter(report_activity) if report_activity else None,
             read_session=read_session,
             left_behind=LeftBehind(args.session_id) if args.session_id else None,
         )
@@ -155,11 +149,8 @@ class LeftBehind:
             self._file.write_text(exec_session_id + "\n")
 
 
-def endpoints_from_args(
-    args: argparse.Namespace,
-) -> tuple[Connector, ActivityReport | None, SessionRead | None]:
-    """How to (re)connect, report activity and read the session: only a session attached through the
-    API has all three."""
+def endpoints_from_args(args: argparse.Namespace) -> tuple[Connector, SessionRead | None]:
+    """How to (re)connect and read the session: only a session attached through the API can be read."""
     if args.stream_url or args.token_value:
         if not (args.stream_url and args.token_value):
             raise ValueError("--stream-url and --token-value go together")
@@ -167,7 +158,6 @@ def endpoints_from_args(
             raise ValueError("give either SESSION_ID or --stream-url/--token-value, not both")
         return (
             single_use_connector(ExecCredentials("stream-url", args.stream_url, args.token_value)),
-            None,
             None,
         )
     if not args.session_id:
@@ -177,7 +167,6 @@ def endpoints_from_args(
     api = SessionsApi(args.api, timeout_s=CONNECT_TIMEOUT)
     return (
         api.connector(args.session_id, args.token, replaces=LeftBehind(args.session_id).take()),
-        api.activity(args.session_id, args.token),
         api.reader(args.session_id, args.token),
     )
 
@@ -202,16 +191,15 @@ async def attach(
     stdin_fd: int,
     stdout_fd: int,
     *,
-    activity: ActivityReporter | None = None,
     read_session: SessionRead | None = None,
     left_behind: LeftBehind | None = None,
 ) -> int:
     """Relay between the local terminal and the session until the shell exits or the user detaches;
     returns the exit status.
 
-    With ``activity``, typing and output tell the API the session is in use, so its idle
-    watchdog leaves it running (see :class:`ActivityReporter`). With ``read_session``, the end of the
-    shell is followed by what became of the session (still READY, or STOPPING and why). With
+    Nothing here tells the API the session is in use: the task itself reports keystrokes and work
+    (see ``sessions_api``). With ``read_session``, the end of the shell is followed by what became of
+    the session (still READY, or STOPPING and why: its ``statusReason``). With
     ``left_behind``, leaving without the shell ending records the exec session for the next attach.
     """
     rows, cols = _terminal_size(stdout_fd)
@@ -233,10 +221,8 @@ async def attach(
         try:
             async with TerminalConnection(connect, rows=rows, cols=cols) as terminal:
                 loop.add_signal_handler(signal.SIGWINCH, on_resize, terminal)
-                output = asyncio.create_task(_show_output(terminal, stdout_fd, activity))
-                forward = asyncio.create_task(_forward_input(terminal, stdin_fd, activity))
-                if activity:
-                    activity.start()
+                output = asyncio.create_task(_show_output(terminal, stdout_fd))
+                forward = asyncio.create_task(_forward_input(terminal, stdin_fd))
                 try:
                     done, _ = await asyncio.wait({output, forward}, return_when=asyncio.FIRST_COMPLETED)
                     if output not in done and forward.exception() is None:
@@ -247,25 +233,29 @@ async def attach(
                     output.cancel()
                     forward.cancel()
                     loop.remove_signal_handler(signal.SIGWINCH)
-                    if activity:
-                        await activity.stop()
         except asyncio.CancelledError:
             outcome = TransportError("interrupted")
         finally:
             for signum in (signal.SIGTERM, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
-    if left_behind is not None and exec_session_id and not isinstance(outcome, SessionEnded):
+    # The session ended under the shell when the shell exited, or when a reconnect found it no longer
+    # READY (a stopped task's channel drops rather than closes); a refused first connect is an error.
+    stopped = (
+        bool(exec_session_id) and isinstance(outcome, ApiRejected) and outcome.status == HTTPStatus.CONFLICT
+    )
+    ended = isinstance(outcome, SessionEnded) or stopped
+    if left_behind is not None and exec_session_id and not ended:
         left_behind.leave(exec_session_id)
     if isinstance(outcome, Detached):
         _write_all(stdout_fd, b"\r\nDetached; the shell keeps running. Attach again to go on.\r\n")
         return 0
-    if isinstance(outcome, SessionEnded):
-        _write_all(stdout_fd, f"\n\n{outcome}\n\n".encode())
-        if read_session is not None:
-            _write_all(stdout_fd, (await _session_fate(read_session)).encode())
-        return 0
-    print(f"cloudide attach: {outcome}", file=sys.stderr)
-    return 1
+    if not ended:
+        print(f"cloudide attach: {outcome}", file=sys.stderr)
+        return 1
+    _write_all(stdout_fd, f"\n\n{outcome}\n\n".encode() if isinstance(outcome, SessionEnded) else b"\n\n")
+    if read_session is not None:
+        _write_all(stdout_fd, (await _session_fate(read_session)).encode())
+    return 0
 
 
 async def _session_fate(read_session: SessionRead) -> str:
@@ -282,27 +272,19 @@ async def _session_fate(read_session: SessionRead) -> str:
     return line + "\n"
 
 
-async def _show_output(
-    terminal: TerminalConnection, stdout_fd: int, activity: ActivityReporter | None
-) -> None:
+async def _show_output(terminal: TerminalConnection, stdout_fd: int) -> None:
     """Write output until the session ends (:class:`TransportError`, raised)."""
     while True:
         _write_all(stdout_fd, await terminal.recv())
-        if activity:
-            activity.touch()
 
 
-async def _forward_input(
-    terminal: TerminalConnection, stdin_fd: int, activity: ActivityReporter | None
-) -> None:
+async def _forward_input(terminal: TerminalConnection, stdin_fd: int) -> None:
     escape = EscapeFilter()
     while True:
         await wait_readable(stdin_fd)
         data = os.read(stdin_fd, READ_SIZE)
         if not data:
             return  # stdin closed (not a terminal): keep showing output until the session ends
-        if activity:
-            activity.touch()
         try:
             data = escape.feed(data)
         except Detached as detached:

@@ -41,9 +41,8 @@ from cloudide.offline import ssm_sessions
 from cloudide.offline.clock import ScaledClock
 from cloudide.offline.stack import DeployedStack, OfflineAws
 from cloudide.transport.gateway import Gateway
-from cloudide.transport.gateway_hub import HubLimits
 from cloudide.transport.peer import LocalPeer
-from cloudide.transport.sessions_api import ACTIVITY_INTERVAL_S, SessionsApi
+from cloudide.transport.sessions_api import SessionsApi
 
 logger = logging.getLogger(__name__)
 
@@ -182,10 +181,7 @@ class LocalStack:
             api = SessionsApi(self.rest_api.url)
             self.gateway = Gateway(
                 api.connector,
-                activity_factory=api.activity,
-                access_check_factory=api.reader,  # a joining viewer opens no exec session
-                # Activity keeps pace with the control plane's clock, which --time-scale speeds up.
-                limits=HubLimits(activity_interval_s=ACTIVITY_INTERVAL_S * self.config.time_scale),
+                reader_factory=api.reader,  # a joining viewer opens no exec session
                 host=self.config.host,
                 port=self.config.gateway_port,
                 api_url=self.rest_api.url,

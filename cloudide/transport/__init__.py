@@ -3,7 +3,7 @@
 ``protocol`` is the wire format, ``channel`` the sequencing and acknowledgement rules, ``client`` the
 terminal that survives dropped channels, ``peer`` the agent side for local runs and tests, and ``faults``
 the failures tests inject between them. ``sessions_api`` is the REST API as terminal clients call it
-(connect, activity); ``gateway`` and ``gateway_hub`` serve browsers.
+(connect, read); ``gateway`` and ``gateway_hub`` serve browsers.
 """
 
 from cloudide.transport.client import (

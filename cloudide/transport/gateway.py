@@ -22,6 +22,9 @@ Gateway -> browser:
   * ``{"type": "resync"}``: reset the terminal; the next binary frame replays the recent output
     (sent on joining, and whenever this viewer fell too far behind and output was dropped)
   * ``{"type": "state", "state": "connecting" | "open" | "reconnecting" | "closed"}``: the upstream
+  * ``{"type": "ended", "status": "STOPPING", "reason": "idle for 30 min"}``: the session's shell
+    ended, and this is what became of the session (its record's ``status`` and ``statusReason``;
+    READY means only the shell exited); sent just before the close, when the record could be read
   * binary: terminal output
 
 Close codes: 1000 session ended; 1001 gateway going away; 4400 malformed message; 4401, 4403, 4404,
@@ -64,7 +67,6 @@ from cloudide.transport.gateway_hub import (
 from cloudide.transport.sessions_api import (
     BEARER_TOKEN_PATTERN,
     UNAVAILABLE_CLOSE_CODE,
-    ActivityFactory,
     ApiRejected,
     ConnectorFactory,
     SessionReadFactory,
@@ -155,8 +157,7 @@ class Gateway:
         self,
         connector_factory: ConnectorFactory,
         *,
-        activity_factory: ActivityFactory | None = None,
-        access_check_factory: SessionReadFactory | None = None,
+        reader_factory: SessionReadFactory | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         limits: HubLimits | None = None,
@@ -165,16 +166,15 @@ class Gateway:
         connect_timeout_s: float = 30.0,
         api_url: str | None = None,
     ) -> None:
-        """``activity_factory``, when given, reports each session's use to the API (normally
-        :meth:`SessionsApi.activity`), so the idle watchdog does not stop a session someone is using.
-        ``access_check_factory`` (normally :meth:`SessionsApi.reader`) vets a viewer joining a
-        session the gateway already relays; without it a connect call does, which on AWS opens an exec
-        session that holds one of the task's two places until it expires.
+        """``reader_factory`` (normally :meth:`SessionsApi.reader`) vets a viewer joining a session the
+        gateway already relays, and tells the viewers why a session ended. Without it a connect call
+        vets the joiner, which on AWS opens an exec session that holds one of the task's two places
+        until it expires, and viewers learn only that the terminal closed.
+        The gateway reports no activity: whether a session is in use is the task's to say (``sessions_api``).
         ``api_url``, when given, is the REST API the page lists, starts and stops sessions with
         (served to it as ``/config.json``); without it the page only opens a session it is given."""
         self._factory = connector_factory
-        self._activity_factory = activity_factory
-        self._access_check_factory = access_check_factory
+        self._reader_factory = reader_factory
         self._host = host
         self._port = port
         self._limits = limits or HubLimits()
@@ -324,7 +324,7 @@ class Gateway:
         """Check the token with the API and attach ``viewer`` to the session's hub, starting it if needed.
 
         A token the API already accepted for this session joins without another call. Any other
-        token costs one access check (see ``access_check_factory``): the gateway cannot judge tokens
+        token costs one access check (see ``reader_factory``): the gateway cannot judge tokens
         itself. All viewers share the one upstream data channel.
         """
         digest = hashlib.sha256(auth.token.encode()).digest()
@@ -343,14 +343,14 @@ class Gateway:
                             rows=auth.rows,
                             cols=auth.cols,
                             timeout_s=self._connect_timeout_s,
-                            report_activity=self._activity_factory(session_id, auth.token)
-                            if self._activity_factory
+                            read_session=self._reader_factory(session_id, auth.token)
+                            if self._reader_factory
                             else None,
                         )
                     elif digest not in hub.accepted_tokens:
                         async with asyncio.timeout(self._connect_timeout_s):
-                            if self._access_check_factory is not None:
-                                await self._access_check_factory(session_id, auth.token)()
+                            if self._reader_factory is not None:
+                                await self._reader_factory(session_id, auth.token)()
                             else:
                                 await connector()
                 except BaseException:
@@ -406,8 +406,7 @@ async def _serve_until_signalled(args: argparse.Namespace) -> None:
     api = SessionsApi(args.api)
     gateway = await Gateway(
         api.connector,
-        activity_factory=api.activity,
-        access_check_factory=api.reader,
+        reader_factory=api.reader,
         host=args.host,
         port=args.port,
         node_modules=args.node_modules,

@@ -16,6 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -28,13 +29,7 @@ from cloudide.transport.client import (
     Timeouts,
     TransportError,
 )
-from cloudide.transport.sessions_api import (
-    ACTIVITY_INTERVAL_S,
-    UNAVAILABLE_CLOSE_CODE,
-    ActivityReport,
-    ActivityReporter,
-    ApiRejected,
-)
+from cloudide.transport.sessions_api import UNAVAILABLE_CLOSE_CODE, ApiRejected, SessionRead
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +50,8 @@ class HubLimits:
     send_timeout_s: float = 30.0
     # Keep the upstream this long after the last viewer leaves, so a page reload does not reconnect.
     linger_s: float = 5.0
-    # Most one activity report to the API per interval while the session is in use.
-    activity_interval_s: float = ACTIVITY_INTERVAL_S
+    # How long the viewers' last word waits for the session's record once the shell has ended.
+    read_timeout_s: float = 5.0
 
 
 def control(message_type: str, **fields: object) -> str:
@@ -177,7 +172,7 @@ class SessionHub:
         self._upstream: TerminalConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
-        self._activity: ActivityReporter | None = None
+        self._read_session: SessionRead | None = None
         self._finished = False
 
     @property
@@ -195,12 +190,12 @@ class SessionHub:
         rows: int,
         cols: int,
         timeout_s: float,
-        report_activity: ActivityReport | None = None,
+        read_session: SessionRead | None = None,
     ) -> None:
         """Open the upstream; ``connector`` is called now and again on every transparent reconnect.
 
-        With ``report_activity``, typing by a writer and output from the session keep telling the API
-        the session is in use (see :class:`ActivityReporter`), for as long as the hub lives.
+        With ``read_session``, the end of the session is followed by an ``ended`` message telling the
+        viewers what became of it and why (the record's ``status`` and ``statusReason``).
         Raises what kept the first data channel from opening (``ApiRejected`` for an API refusal).
         """
         upstream = TerminalConnection(
@@ -213,10 +208,8 @@ class SessionHub:
             await upstream.close()
             raise
         self._upstream = upstream
+        self._read_session = read_session
         self._reader = asyncio.create_task(self._read_upstream(), name=f"gateway-upstream-{self.session_id}")
-        if report_activity is not None:
-            self._activity = ActivityReporter(report_activity, interval_s=self.limits.activity_interval_s)
-            self._activity.start()
 
     def attach(self, viewer: Viewer) -> None:
         """Add a viewer; callers check :attr:`finished` first, with no await in between."""
@@ -244,8 +237,6 @@ class SessionHub:
     async def send_input(self, viewer: Viewer, data: bytes) -> None:
         if viewer.read_only or self._upstream is None:
             return
-        if self._activity is not None:
-            self._activity.touch()
         await self._upstream.send(data)
 
     async def resize(self, viewer: Viewer, rows: int, cols: int) -> None:
@@ -261,8 +252,6 @@ class SessionHub:
         self._finished = True
         if self._linger is not None:
             self._linger.cancel()
-        if self._activity is not None:
-            await self._activity.stop()
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -293,20 +282,38 @@ class SessionHub:
         try:
             while True:
                 chunk = await self._upstream.recv()
-                if self._activity is not None:
-                    self._activity.touch()  # output is work too: a build printing, a test run
                 self.scrollback.append(chunk)
                 self._broadcast(chunk)
         except SessionEnded:
-            pass
+            ended = True
         except ApiRejected as rejected:
             code, reason = rejected.close_code, rejected.message
+            ended = rejected.status == HTTPStatus.CONFLICT  # the reconnect found the session not READY
         except TransportError as failure:
             logger.warning("upstream failed", extra={"session_id": self.session_id, "error": str(failure)})
             code, reason = UNAVAILABLE_CLOSE_CODE, str(failure)
+            ended = False
         self._set_state("closed")
+        if ended:
+            await self._tell_fate()
         await self._drain_viewers()
         await self.close(code, reason)
+
+    async def _tell_fate(self) -> None:
+        """Tell the viewers what became of the session: READY (only the shell exited), or stopping and
+        why. If the record cannot be read (the token expired, the API is down, or slow), they learn only
+        that the terminal closed: the close must not wait on the API."""
+        if self._read_session is None:
+            return
+        try:
+            async with asyncio.timeout(self.limits.read_timeout_s):
+                view = await self._read_session()
+        except (TransportError, ConnectionError, TimeoutError) as error:
+            logger.info(
+                "could not read the ended session", extra={"session_id": self.session_id, "error": str(error)}
+            )
+            return
+        self._broadcast(control("ended", status=view.get("status"), reason=view.get("statusReason") or ""))
 
     async def _drain_viewers(self) -> None:
         """Give viewers a moment to receive the last output before their sockets close."""

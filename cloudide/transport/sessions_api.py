@@ -1,4 +1,4 @@
-"""The REST API as the terminal clients call it: ``connect`` for each data channel, ``activity`` while in use.
+"""The REST API as the terminal clients call it: ``connect`` for each data channel, ``read`` for the session.
 
 The gateway and ``cloudide attach`` hold no AWS privileges. They pass the user's bearer token through
 unchanged and let the API decide: a refusal (a 4xx) becomes :class:`ApiRejected`, which ends the
@@ -7,17 +7,15 @@ may fix (a 5xx, a 429, no answer, an unusable body) is :class:`ApiUnavailable`. 
 stack plug in their own :data:`ConnectorFactory` (for example one backed by a ``LocalPeer``) and skip
 HTTP altogether.
 
-Why the clients report activity: the idle watchdog runs in the control plane and sees nothing of the
-data channel, only connects and ``POST /sessions/{id}/activity``. Without reports, a user typing for
-longer than the idle timeout would have the session stopped under them. :class:`ActivityReporter`
-turns every keystroke and every chunk of output (a build printing counts as work) into at most one
-report a minute.
+Why the clients report no activity: whether a session is in use is decided in its task, where the
+usage monitor sees keystrokes from every client and the work running without one. Connecting,
+reconnecting after ECS Exec's idle cut, and the screen redraw that follows are not use, so nothing a
+client does on its own moves the idle deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -38,10 +36,6 @@ SessionRead = Callable[[], Awaitable[dict[str, Any]]]
 SessionReadFactory = Callable[[str, str], SessionRead]
 """``(session_id, bearer_token) -> read``: the session's view; :class:`ApiRejected` unless it is the token's."""
 
-ActivityReport = Callable[[], Awaitable[None]]
-ActivityFactory = Callable[[str, str], ActivityReport]
-"""``(session_id, bearer_token) -> report``: each call tells the API the session is in use."""
-
 BEARER_TOKEN_PATTERN = r"^[!-~]+$"
 """What can travel in an ``Authorization`` header: visible ASCII, no space, no CR/LF or other control
 character. Anything else is refused before it is sent anywhere, retried, or written to a log."""
@@ -51,10 +45,6 @@ UNAVAILABLE_CLOSE_CODE = 4502
 
 LAST_EXEC_SESSIONS_KEPT = 4096
 """Sessions whose last exec session a client remembers (the oldest is forgotten first)."""
-
-ACTIVITY_INTERVAL_S = 60.0
-"""Most one report per minute: idle timeouts are whole minutes (at least 5 by default), and the API
-coalesces reports to one write per 20 s anyway."""
 
 
 class ApiRejected(TransportError):
@@ -89,7 +79,7 @@ class ApiUnavailable(ConnectionError):
 
 
 class SessionsApi:
-    """The two calls a terminal client makes, for any session and token."""
+    """The calls a terminal client makes, for any session and token."""
 
     def __init__(self, api_url: str, *, timeout_s: float = 10.0) -> None:
         self._base = api_url.rstrip("/")
@@ -147,74 +137,9 @@ class SessionsApi:
 
         return read
 
-    def activity(self, session_id: str, bearer_token: str) -> ActivityReport:
-        """``POST /sessions/{id}/activity``: the session is in use, so its idle deadline moves."""
-        check_token(bearer_token)
-        url = self._url(session_id, "activity")
-
-        async def report() -> None:
-            await asyncio.to_thread(_call, "POST", url, bearer_token, self._timeout_s, "activity", {})
-
-        return report
-
     def _url(self, session_id: str, action: str = "") -> str:
         url = f"{self._base}/sessions/{urllib.parse.quote(session_id, safe='')}"
         return f"{url}/{action}" if action else url
-
-
-class ActivityReporter:
-    """Many "the user did something" marks in, at most one report per interval out.
-
-    :meth:`touch` is called for every keystroke and output chunk, so it only sets a flag; between
-    :meth:`start` and :meth:`stop` (the terminal's life) a background task reports once per interval in
-    which something happened. A failed report is logged, not raised: a lost report costs at worst an
-    early idle stop, never the terminal itself.
-    """
-
-    def __init__(
-        self,
-        report: ActivityReport,
-        *,
-        interval_s: float = ACTIVITY_INTERVAL_S,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        """``sleep`` waits out each interval; tests pass one they drive instead of waiting."""
-        if interval_s <= 0:
-            raise ValueError("interval_s must be positive")
-        self._report = report
-        self._interval_s = interval_s
-        self._sleep = sleep
-        self._touched = False
-        self._task: asyncio.Task[None] | None = None
-        self.reports = 0
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def touch(self) -> None:
-        self._touched = True
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="activity-reporter")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await self._sleep(self._interval_s)
-            if not self._touched:
-                continue
-            self._touched = False
-            try:
-                await self._report()
-                self.reports += 1
-            except (ApiRejected, ApiUnavailable) as error:
-                logger.warning("activity report failed", extra={"error": str(error)})
 
 
 def check_token(bearer_token: str) -> None:

@@ -27,7 +27,7 @@ from cloudide.transport.client import Connector, ExecCredentials
 from cloudide.transport.gateway import DEFAULT_NODE_MODULES, Gateway
 from cloudide.transport.gateway_hub import HubLimits
 from cloudide.transport.peer import LocalPeer
-from cloudide.transport.sessions_api import ConnectorFactory
+from cloudide.transport.sessions_api import ConnectorFactory, SessionRead, SessionReadFactory
 from tests.support import IN_CI
 
 T = TypeVar("T")
@@ -52,6 +52,21 @@ def peer_factory(
             return peer.new_session(command, env=SHELL_ENV)
 
         return connect
+
+    return factory
+
+
+def session_reader(view: dict[str, str], reads: list[tuple[str, str]] | None = None) -> SessionReadFactory:
+    """A reader factory like the API's ``GET /sessions/{id}``, answering ``view``; records
+    ``(session_id, token)`` reads in ``reads``."""
+
+    def factory(session_id: str, token: str) -> SessionRead:
+        async def read() -> dict[str, Any]:
+            if reads is not None:
+                reads.append((session_id, token))
+            return {"sessionId": session_id, **view}
+
+        return read
 
     return factory
 

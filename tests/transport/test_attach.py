@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -14,13 +13,9 @@ from typing import Any
 import pexpect
 import pytest
 
-from cloudide.attach import attach
 from cloudide.cli import build_parser
-from cloudide.transport.client import ExecCredentials
 from cloudide.transport.peer import LocalPeer
-from cloudide.transport.sessions_api import ActivityReporter
 from tests.transport.stub_api import Answer, Request, stub_api
-from tests.transport.test_sessions_api import DrivenIntervals
 
 pytestmark = pytest.mark.timeout(60)
 REMOTE_SHELL = ["bash", "--norc", "--noprofile", "--noediting"]
@@ -39,6 +34,7 @@ class PeerThread:
         self.replaced: list[str] = []
         self.issued: list[str] = []
         self.session_view: dict[str, str] = {"status": "READY"}
+        self.api_calls: list[str] = []  # "METHOD path" of every request the REST API got
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> PeerThread:
@@ -83,12 +79,15 @@ def api(peer: PeerThread) -> Iterator[str]:
     """The REST API's connect endpoint, as far as attach cares: bearer auth, fresh exec credentials."""
 
     def answer(request: Request) -> Answer:
+        peer.api_calls.append(f"{request.method} {request.path}")
         if request.authorization != f"Bearer {API_TOKEN}":
             return 401, {"message": "Unauthorized"}
         if request.method == "GET" and request.path == f"/v1/sessions/{SESSION_ID}":
             return 200, {"sessionId": SESSION_ID, **peer.session_view}
         if request.path != f"/v1/sessions/{SESSION_ID}/connect":
             return 404, {"message": "no such session"}
+        if (status := peer.session_view["status"]) != "READY":
+            return 409, {"message": f"session is {status}, not READY: {peer.session_view['statusReason']}"}
         replaces = (request.body or {}).get("replaces")
         if replaces:
             peer.replaced.append(replaces)
@@ -199,6 +198,22 @@ async def _live(peer: LocalPeer) -> list[str]:
     return peer.live_sessions()
 
 
+def test_typing_output_and_a_reconnect_tell_the_api_nothing_but_connect(
+    outer_shell: pexpect.spawn, peer: PeerThread, api: str
+) -> None:
+    # Use is the task's to report: nothing attach does moves the session's idle deadline
+    _attach(outer_shell, api)
+    _remote(outer_shell, "echo typed-$((6 * 7))", "typed-42")
+    _remote(outer_shell, "seq 1 3000; echo burst-$((1 + 1))-done", "burst-2-done")  # a burst of output
+    assert peer.cut() == 1  # as ECS Exec cuts an idle channel
+    _remote(outer_shell, "echo back-$((2 + 2))", "back-4")
+    outer_shell.send("exit\r")
+    outer_shell.expect_exact("outer$ ")
+
+    connect = f"POST /v1/sessions/{SESSION_ID}/connect"
+    assert peer.api_calls == [connect, connect, f"GET /v1/sessions/{SESSION_ID}"]  # the last: its fate
+
+
 def test_when_the_shell_ends_because_the_session_stopped_attach_says_so_and_why(
     outer_shell: pexpect.spawn, peer: PeerThread, api: str
 ) -> None:
@@ -210,6 +225,21 @@ def test_when_the_shell_ends_because_the_session_stopped_attach_says_so_and_why(
     outer_shell.expect(r"Exiting session with sessionId: ecs-execute-command-\w+\.")
     outer_shell.expect_exact(f"Session {SESSION_ID} is STOPPING: idle for 30 minutes")
     outer_shell.expect_exact("outer$ ")
+
+
+def test_when_a_reconnect_finds_the_session_stopped_attach_says_why_and_ends(
+    outer_shell: pexpect.spawn, peer: PeerThread, api: str
+) -> None:
+    # A stopped task's channel drops rather than closes: the reconnect is what learns the session ended
+    _attach(outer_shell, api)
+    peer.session_view = {"status": "STOPPING", "statusReason": "no client attached for 5 min"}
+
+    assert peer.cut() == 1
+
+    outer_shell.expect_exact(f"Session {SESSION_ID} is STOPPING: no client attached for 5 min")
+    outer_shell.expect_exact("outer$ ")
+    outer_shell.sendline("echo status-$?")
+    outer_shell.expect_exact("status-0")
 
 
 def test_enter_tilde_dot_detaches_and_tilde_tilde_types_one_tilde(
@@ -300,53 +330,6 @@ def test_attach_explains_missing_or_conflicting_arguments(
     err = capsys.readouterr().err
     assert error in err
     assert "jwt" not in err  # a token is never echoed
-
-
-def test_attach_reports_activity_while_the_user_types_and_not_once_they_stop() -> None:
-    """In-process, over pipes, with the reporter's intervals driven by the test."""
-
-    async def scenario() -> tuple[int, int, int]:
-        reports = 0
-
-        async def report() -> None:
-            nonlocal reports
-            reports += 1
-
-        async with LocalPeer() as peer:
-
-            async def connect() -> ExecCredentials:
-                return peer.new_session(REMOTE_SHELL, env={"PS1": "remote$ "})
-
-            keyboard, typed = os.pipe()
-            shown, screen = os.pipe()
-            intervals = DrivenIntervals()
-            activity = ActivityReporter(report, sleep=intervals.sleep)
-            running = asyncio.create_task(attach(connect, keyboard, screen, activity=activity))
-            output = b""
-
-            async def type_and_wait(text: str, expected: bytes) -> None:
-                nonlocal output
-                os.write(typed, text.encode())
-                async with asyncio.timeout(WAIT):
-                    while expected not in output:
-                        output += await asyncio.to_thread(os.read, shown, 4096)
-
-            await type_and_wait("echo $((6 * 7))-typed\n", b"42-typed\r\nremote$ ")
-            await intervals.end_interval()  # the interval with the typing and the output: one report
-            while_typing = reports
-            await intervals.end_interval()  # the user stops: no keystrokes, no output
-            after_stopping = reports - while_typing
-            os.write(typed, b"exit\n")
-            status = await asyncio.wait_for(running, WAIT)
-            for fd in (keyboard, typed, shown, screen):
-                os.close(fd)
-            return status, while_typing, after_stopping
-
-    status, while_typing, after_stopping = asyncio.run(scenario())
-
-    assert status == 0
-    assert while_typing == 1
-    assert after_stopping == 0
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,15 @@ from cloudide.transport.client import Connector, ExecCredentials
 from cloudide.transport.gateway import Gateway
 from cloudide.transport.gateway_hub import HubLimits, Scrollback, Viewer, control
 from cloudide.transport.peer import LocalPeer
-from cloudide.transport.sessions_api import ApiRejected, ConnectorFactory
-from tests.transport.browser import FakeBrowser, eventually, peer_factory, run, running_gateway
+from cloudide.transport.sessions_api import ApiRejected, ConnectorFactory, SessionRead
+from tests.transport.browser import (
+    FakeBrowser,
+    eventually,
+    peer_factory,
+    run,
+    running_gateway,
+    session_reader,
+)
 
 
 def test_a_viewer_types_into_the_shell_and_reads_its_output() -> None:
@@ -212,6 +219,83 @@ def test_when_the_shell_exits_every_viewer_is_told_and_closed_normally() -> None
                 assert await reader.closed() == (1000, "session ended")
                 assert {"type": "state", "state": "closed"} in reader.controls
             await eventually(lambda: gateway.hub("s-1") is None)
+
+    run(scenario())
+
+
+def test_when_the_session_stops_every_viewer_is_told_why_before_the_close() -> None:
+    reads: list[tuple[str, str]] = []
+    stopped = session_reader({"status": "STOPPING", "statusReason": "idle for 30 min"}, reads)
+
+    async def scenario() -> None:
+        async with (
+            running_gateway(reader_factory=stopped) as (gateway, _),
+            FakeBrowser.open(gateway) as writer,
+        ):
+            await writer.wait_control(type="state", state="open")
+            async with FakeBrowser.open(gateway, mode="read") as reader:
+                await reader.wait_control(type="state", state="open")
+                await writer.type("exit\r")  # the shell ends, as it does when the task is stopped
+                for viewer in (writer, reader):
+                    assert await viewer.closed() == (1000, "session ended")
+                    assert viewer.controls[-1] == {
+                        "type": "ended",
+                        "status": "STOPPING",
+                        "reason": "idle for 30 min",
+                    }
+
+    run(scenario())
+    assert reads == [("s-1", "t-1")]  # one read for all viewers, with the token that opened the upstream
+
+
+def test_when_the_session_cannot_be_read_at_its_end_viewers_are_still_closed_normally() -> None:
+    def expired(session_id: str, token: str) -> SessionRead:
+        async def read() -> dict[str, Any]:
+            raise ApiRejected(401, "The incoming token has expired")
+
+        return read
+
+    async def scenario() -> None:
+        async with (
+            running_gateway(reader_factory=expired) as (gateway, _),
+            FakeBrowser.open(gateway) as browser,
+        ):
+            await browser.wait_control(type="state", state="open")
+            await browser.type("exit\r")
+            assert await browser.closed() == (1000, "session ended")
+            assert not [c for c in browser.controls if c["type"] == "ended"]
+
+    run(scenario())
+
+
+def test_when_a_reconnect_finds_the_session_stopped_every_viewer_is_told_why() -> None:
+    reason = "no client attached for 5 min"
+    stopped = session_reader({"status": "STOPPED", "statusReason": reason})
+
+    def refused_after_the_first(peer: LocalPeer) -> ConnectorFactory:
+        calls: list[tuple[str, str]] = []
+        first = peer_factory(peer, calls=calls)
+
+        def factory(session_id: str, token: str) -> Connector:
+            async def connect() -> ExecCredentials:
+                if calls:
+                    raise ApiRejected(409, f"session is STOPPED, not READY: {reason}")
+                return await first(session_id, token)()
+
+            return connect
+
+        return factory
+
+    async def scenario() -> None:
+        async with (
+            running_gateway(refused_after_the_first, reader_factory=stopped) as (gateway, peer),
+            FakeBrowser.open(gateway) as browser,
+        ):
+            await browser.wait_control(type="state", state="open")
+            assert peer.cut() == 1  # a stopped task's channel drops: the reconnect learns why
+
+            assert await browser.closed() == (4409, f"session is STOPPED, not READY: {reason}")
+            assert {"type": "ended", "status": "STOPPED", "reason": reason} in browser.controls
 
     run(scenario())
 
@@ -424,7 +508,7 @@ def test_several_viewers_and_reconnects_stay_within_the_tasks_exec_session_limit
             with stub_api(answer) as (url, requests):
                 api = SessionsApi(url)
                 options: dict[str, Any] = {"limits": HubLimits(linger_s=0.2)}
-                async with Gateway(api.connector, access_check_factory=api.reader, **options) as gateway:
+                async with Gateway(api.connector, reader_factory=api.reader, **options) as gateway:
                     async with (
                         FakeBrowser.open(gateway, token="viewer-1") as one,
                         FakeBrowser.open(gateway, token="viewer-2") as two,

@@ -14,6 +14,7 @@ from tests.transport.browser import (
     run,
     run_in_terminal,
     running_gateway,
+    session_reader,
     wait_for_line,
 )
 
@@ -92,5 +93,26 @@ def test_in_chromium_the_terminal_looks_like_one_under_the_pages_content_securit
             assert await page.evaluate("getComputedStyle(document.getElementById('login')).display") == "none"
             favicon = "fetch('/favicon.ico').then(r => r.status + ' ' + r.headers.get('Content-Type'))"
             assert await page.evaluate(favicon) == "200 image/svg+xml"
+
+    run(scenario(), timeout_s=60)
+
+
+def test_in_chromium_the_page_says_why_the_session_ended() -> None:
+    chromium = require_tool("chromium", "the gateway's page is tested in a headless browser")
+    require_xterm()
+    stopped = session_reader({"status": "STOPPING", "statusReason": "idle for 30 min"})
+
+    async def scenario() -> None:
+        async with running_gateway(reader_factory=stopped) as (gateway, _), Browser(chromium) as browser:
+            page = await browser.new_page(f"{gateway.url}/#session=s-1&token=t-1")
+            await page.wait_for("window.gateway && gateway.state === 'open'")
+            # When the shell ends, as it does when the task is stopped
+            await run_in_terminal(page, "exit")
+            # Then the status line and the terminal say what became of the session, and why
+            await page.wait_for("gateway.state === 'closed'")
+            status = "document.getElementById('status').textContent"
+            assert await page.evaluate(status) == "session stopping: idle for 30 min"
+            await wait_for_line(page, "[session stopping: idle for 30 min]")
+            assert await page.evaluate("gateway.closeCode") == 1000  # and it does not reconnect
 
     run(scenario(), timeout_s=60)

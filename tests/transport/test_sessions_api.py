@@ -1,6 +1,5 @@
-"""The terminal clients' calls to the REST API: connect and activity. The token passes through
-unchanged, refusals keep their meaning, and activity is reported while, and only while, a session is
-in use."""
+"""The terminal clients' calls to the REST API: connect and read. The token passes through
+unchanged, refusals keep their meaning, and nothing a client does reports the session as in use."""
 
 from __future__ import annotations
 
@@ -13,8 +12,8 @@ from cloudide.transport.client import ExecCredentials
 from cloudide.transport.gateway import Gateway
 from cloudide.transport.gateway_hub import HubLimits
 from cloudide.transport.peer import LocalPeer
-from cloudide.transport.sessions_api import ActivityReporter, ApiRejected, ApiUnavailable, SessionsApi
-from tests.transport.browser import SHELL, SHELL_ENV, FakeBrowser, eventually, run
+from cloudide.transport.sessions_api import ApiRejected, ApiUnavailable, SessionsApi
+from tests.transport.browser import SHELL, SHELL_ENV, FakeBrowser, run
 from tests.transport.stub_api import Answer, Request, stub_api
 
 CREDENTIALS = {"sessionId": "ecs-execute-command-1", "streamUrl": "wss://example/v1/x", "tokenValue": "tv"}
@@ -126,122 +125,24 @@ def test_the_gateway_relays_through_the_api_and_shows_its_refusals_to_the_browse
     run(scenario())
 
 
-def test_activity_posts_with_the_users_token_and_a_refusal_names_the_call() -> None:
-    answers = iter([(202, {"sessionId": "s-1"}), (409, {"message": "session is STOPPED: idle"}), (429, {})])
+def test_a_user_typing_and_reading_through_the_gateway_and_a_reconnect_call_only_connect() -> None:
+    """Use is the task's to report: the gateway tells the API nothing while a user types, output
+    flows or the channel is replaced, so none of it moves the session's idle deadline."""
 
-    async def three_reports(url: str) -> list[BaseException | None]:
-        report = SessionsApi(url, timeout_s=5).activity("s-1", "user-token")
-        outcomes: list[BaseException | None] = []
-        for _ in range(3):
-            try:
-                await report()
-            except (ApiRejected, ApiUnavailable) as error:
-                outcomes.append(error)
-            else:
-                outcomes.append(None)
-        return outcomes
-
-    with stub_api(lambda request: next(answers)) as (url, requests):
-        accepted, refused, throttled = asyncio.run(three_reports(url))
-
-    assert accepted is None
-    assert isinstance(refused, ApiRejected) and str(refused) == (
-        "activity returned HTTP 409: session is STOPPED: idle"
-    )
-    assert isinstance(throttled, ApiUnavailable)  # a 429 is worth retrying
-    assert requests == [Request("POST", "/sessions/s-1/activity", "Bearer user-token")] * 3
-
-
-class DrivenIntervals:
-    """A reporter's ``sleep`` that returns only when the test ends the interval."""
-
-    def __init__(self) -> None:
-        self._ends: asyncio.Queue[None] = asyncio.Queue()
-        self.waiting = asyncio.Event()
-
-    async def sleep(self, _seconds: float) -> None:
-        self.waiting.set()
-        await self._ends.get()
-
-    async def end_interval(self) -> None:
-        """End the current interval and wait until the reporter has dealt with it (and sleeps again)."""
-        await self.waiting.wait()
-        self.waiting.clear()
-        self._ends.put_nowait(None)
-        await self.waiting.wait()
-
-
-def test_the_reporter_sends_one_report_per_busy_interval_and_none_when_idle() -> None:
-    async def scenario() -> list[int]:
-        reports = 0
-
-        async def report() -> None:
-            nonlocal reports
-            reports += 1
-
-        intervals = DrivenIntervals()
-        reporter = ActivityReporter(report, interval_s=60, sleep=intervals.sleep)
-        reporter.start()
-        seen = []
-        for _ in range(50):  # a burst of keystrokes and output within one interval
-            reporter.touch()
-        await intervals.end_interval()
-        seen.append(reports)
-        await intervals.end_interval()  # nothing happened: nothing is reported
-        seen.append(reports)
-        reporter.touch()
-        await intervals.end_interval()
-        seen.append(reports)
-        await reporter.stop()
-        return seen
-
-    assert asyncio.run(scenario()) == [1, 1, 2]
-
-
-def test_a_failed_report_does_not_end_reporting() -> None:
-    async def scenario() -> tuple[int, int]:
-        attempts = 0
-
-        async def flaky() -> None:
-            nonlocal attempts
-            attempts += 1
-            if attempts <= 2:
-                raise ApiUnavailable("API unreachable: connection refused")
-
-        intervals = DrivenIntervals()
-        reporter = ActivityReporter(flaky, interval_s=60, sleep=intervals.sleep)
-        reporter.start()
-        for _ in range(4):
-            reporter.touch()
-            await intervals.end_interval()
-        assert reporter.running
-        await reporter.stop()
-        return attempts, reporter.reports
-
-    assert asyncio.run(scenario()) == (4, 2)  # two failures, then the reports went on
-
-
-def test_the_gateway_reports_a_writers_typing_and_the_sessions_output_but_not_an_idle_session() -> None:
     async def scenario() -> list[Request]:
         async with LocalPeer() as peer:
-
-            def answer(request: Request) -> Answer:
-                return _exec_session(peer) if request.path.endswith("/connect") else (202, {})
-
-            with stub_api(answer) as (url, requests):
+            with stub_api(lambda request: _exec_session(peer)) as (url, requests):
                 api = SessionsApi(url)
-                limits = HubLimits(linger_s=0.1, activity_interval_s=0.2)
-                gateway = Gateway(api.connector, activity_factory=api.activity, limits=limits)
+                gateway = Gateway(api.connector, reader_factory=api.reader, limits=HubLimits(linger_s=0.1))
                 async with gateway, FakeBrowser.open(gateway, token="alice") as alice:
                     await alice.type("echo typed-$((6*7))\r")
                     await alice.wait_output("typed-42")
-                    await eventually(lambda: any(r.path.endswith("/activity") for r in requests))
-                    await asyncio.sleep(0.5)  # the prompt after the output may earn one more report
-                    reported = len(requests)
-                    await asyncio.sleep(0.6)  # three intervals with no typing and no output
-                    assert len(requests) == reported, requests[reported:]
-                    return list(requests)
+                    assert peer.cut() == 1  # as ECS Exec cuts an idle channel
+                    await alice.type("echo after-$((5*5))-cut\r")
+                    await alice.wait_output("after-25-cut")
+                    await alice.type("seq 1 2000; echo burst-$((1+1))-done\r")  # a burst of output
+                    await alice.wait_output("burst-2-done")
+                return list(requests)
 
     requests = run(scenario())
-    activity = [r for r in requests if r.path.endswith("/activity")]
-    assert activity and all(r == Request("POST", "/sessions/s-1/activity", "Bearer alice") for r in activity)
+    assert [(r.method, r.path) for r in requests] == [("POST", "/sessions/s-1/connect")] * 2

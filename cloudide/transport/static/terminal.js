@@ -20,8 +20,10 @@
   const FINAL_CODES = new Set([1000, 4400, 4401, 4403, 4404, 4409]);
   const statusEl = document.getElementById("status");
   const encoder = new TextEncoder();
-  // What the indicator showed, in order (tests read it; a reconnect can be too quick to watch).
-  const gateway = { state: "connecting", states: [], readOnly: false, closeCode: null, closeReason: "" };
+  // What the indicator showed, in order (tests read it; a reconnect can be too quick to watch), and what
+  // became of the session once its shell ended (the gateway's "ended" message).
+  const gateway = { state: "connecting", states: [], readOnly: false, closeCode: null, closeReason: "",
+                    ended: null };
   window.gateway = gateway;
 
   function setStatus(state, text) {
@@ -71,11 +73,18 @@
           term.reset();
         } else if (message.type === "state") {
           setStatus(message.state);
+        } else if (message.type === "ended") {
+          gateway.ended = { status: message.status, reason: message.reason };
+          term.write("\r\n\x1b[1m[" + fate(gateway.ended) + "]\x1b[0m\r\n");
         }
       };
       socket.onclose = function (event) {
         gateway.closeCode = event.code;
         gateway.closeReason = event.reason;
+        if (gateway.ended) {
+          setStatus("closed", fate(gateway.ended));
+          return;
+        }
         if (FINAL_CODES.has(event.code)) {
           setStatus("closed", event.code === 1000 ? "session ended" : "closed: " + (event.reason || event.code));
           return;
@@ -84,6 +93,12 @@
         setTimeout(connect, retryDelay);
         retryDelay = Math.min(retryDelay * 2, 5000);
       };
+    }
+
+    // READY: only the shell exited, and opening the session again starts a new one; otherwise it ended, and why.
+    function fate(ended) {
+      if (ended.status === "READY") return "shell exited; the session runs on: open it again for a new shell";
+      return "session " + String(ended.status).toLowerCase() + (ended.reason ? ": " + ended.reason : "");
     }
 
     if (!readOnly) {
