@@ -2,7 +2,7 @@
 
 tmux keeps, per client, when it attached (``client_created``) and when its last key arrived
 (``client_activity``), both in whole seconds; attaching, resizing and redrawing do not move the latter
-(tests/image/test_usage_monitor_probes.py proves it with a real server and a client on a pty). The
+(tests/image/test_usage_monitor.py proves it with a real server and a client on a pty). The
 server is the user's and serves only its own uid (and root), so the monitor asks as that uid: through
 setpriv with a clean environment and no capabilities when it runs as another uid, directly when it is
 that uid. What the server prints is the user's to choose: only lines of three integers are read, the

@@ -70,10 +70,10 @@ class UsageTracker:
         self._busy: deque[bool] = deque(maxlen=WORK_SAMPLES)
 
     def observe(self, sample: Sample) -> Usage:
+        # An unknown count changes nothing: unknown from the start, no detachment is ever claimed, and
+        # the idle timeout alone ends the session.
         if sample.clients is not None:
             self._observe_clients(sample.at, sample.clients)
-        elif self._previous_at is None:
-            self._detached_since = sample.at  # unknown from the start: counted from the monitor's start
         interval = None if self._previous_at is None else sample.at - self._previous_at
         busy = interval is not None and interval > 0 and sample.cpu_seconds >= self._fraction * interval
         if busy:

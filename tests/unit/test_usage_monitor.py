@@ -38,6 +38,7 @@ class Terminal:
     cpu_per_poll: float = 0.0
     reports: list[tuple[Reason, Usage]] = field(default_factory=list)
     live: bool = True
+    probe_broken: bool = False
 
     def __post_init__(self) -> None:
         self.tracker = UsageTracker(work_cpu_fraction=0.05)
@@ -58,7 +59,8 @@ class Terminal:
 
     def poll(self) -> None:
         """One sample at ``now`` (and the report it makes due), then one poll interval passes."""
-        usage = self.tracker.observe(Sample(self.now, tuple(self.clients.values()), self.cpu_per_poll))
+        seen = None if self.probe_broken else tuple(self.clients.values())
+        usage = self.tracker.observe(Sample(self.now, seen, self.cpu_per_poll))
         reason = self.schedule.due(usage)
         if reason is not None:
             self.reports.append((reason, usage))
@@ -268,6 +270,16 @@ def test_an_unknown_client_count_changes_nothing() -> None:
     usage = tracker.observe(Sample(START + POLL, None, 0.0))
 
     assert usage.clients == 1 and usage.detached_since is None
+
+
+def test_a_probe_broken_from_the_start_never_claims_a_detachment() -> None:
+    # tmux could not be asked (setpriv refused, say): only the idle timeout may end the session.
+    terminal = Terminal(probe_broken=True)
+
+    terminal.run_for(HOUR)
+
+    assert terminal.reasons() == [Reason.START]
+    assert terminal.reports[0][1].detached_since is None
 
 
 def test_busy_means_a_share_of_one_cpu_over_the_sample() -> None:
