@@ -356,6 +356,11 @@ class _Invoke(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        # Lambda takes only SigV4-signed requests: the monitor must call it as the task, signed.
+        signed_by = self.headers.get("Authorization", "")
+        if "/us-east-1/lambda/aws4_request" not in signed_by:
+            self.send_error(403, "MissingAuthenticationTokenException")
+            return
         self.server.calls.append((self.path, body))
         data = json.dumps(self.server.answer(body["usage"])).encode()
         self.send_response(200)
