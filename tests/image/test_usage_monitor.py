@@ -22,6 +22,7 @@ import termios
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ def shell(request: pytest.FixtureRequest, shared_dir: Path) -> Iterator[UserShel
 
 
 @pytest.fixture
-def clients(shell: UserShell) -> Iterator[list[PtyClient]]:
+def clients() -> Iterator[list[PtyClient]]:
     opened: list[PtyClient] = []
     yield opened
     for client in opened:
@@ -342,13 +343,24 @@ class UsageFunction(ThreadingHTTPServer):
         return [body["usage"] for _, body in self.calls]
 
     def answer(self, usage: dict[str, Any]) -> dict[str, Any]:
-        stopping = usage["clients"] == 0 and usage["detachedSince"] is not None
         return {
-            "policy": {"idlePolicy": "work", "idleTimeoutSeconds": 3600, "disconnectGraceSeconds": 1,
+            "policy": {"idlePolicy": "work", "idleTimeoutSeconds": 3600, "disconnectGraceSeconds": GRACE,
                        "reportSeconds": 1},
             "idleDeadline": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600)),
-            "status": "STOPPING" if stopping else "READY",
+            "status": "STOPPING" if ends_session(usage) else "READY",
         }  # fmt: skip
+
+
+GRACE = 1
+
+
+def ends_session(usage: dict[str, Any]) -> bool:
+    """What the control plane stops a session for under `work`: nobody attached past the grace, and
+    nothing working."""
+    if usage["clients"] or usage["detachedSince"] is None or usage["working"]:
+        return False
+    detached = datetime.fromisoformat(usage["observedAt"]) - datetime.fromisoformat(usage["detachedSince"])
+    return detached.total_seconds() >= GRACE
 
 
 class _Invoke(BaseHTTPRequestHandler):
@@ -382,76 +394,135 @@ def usage_function() -> Iterator[UsageFunction]:
     server.server_close()
 
 
-def test_the_monitor_reports_at_start_after_typing_and_once_when_the_last_client_leaves(
-    shared_dir: Path, usage_function: UsageFunction
-) -> None:
-    # Given the user's shell with a client attached that has not typed
-    shell = UserShell(shared_dir, USER)
-    client = PtyClient(shell)
-    try:
-        [attached] = eventually(shell.probe().clients)
+class MonitorProcess:
+    """`python -m usage_monitor` as the image runs it, watching `shell`, reporting to `function`."""
+
+    def __init__(self, shell: UserShell, function: UsageFunction, log: Path) -> None:
+        self.function = function
+        self.log = log
         env = {
             **CLEAN_ENV,
-            "HOME": str(shared_dir),
+            "HOME": str(log.parent),
             "PYTHONPATH": str(REPO / "terminal_image"),
-            "AWS_ENDPOINT_URL": usage_function.url,
+            "AWS_ENDPOINT_URL": function.url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
             "USAGE_REPORT_FUNCTION": "usage",
-            "USAGE_POLL_SECONDS": "0.2",
-            "CLOUDIDE_UID": str(USER),
-            "CLOUDIDE_GID": str(USER),
+            "USAGE_POLL_SECONDS": "0.25",
+            "CLOUDIDE_UID": str(shell.uid),
+            "CLOUDIDE_GID": str(shell.uid),
             "CLOUDIDE_TMUX_SOCKET": str(shell.socket),
         }
-        log = shared_dir / "monitor.log"
         with log.open("wb") as out:
-            monitor = subprocess.Popen(
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "usage_monitor"], env=env, stdout=out, stderr=out
             )
 
-        def seen() -> object:  # what a failed wait shows
-            return usage_function.reports(), log.read_text()
+    def wait_for(self, check: Any) -> Any:
+        """Wait until `check(reports)` holds; a failure shows the reports and the monitor's log."""
+        return eventually(
+            lambda: check(self.function.reports()),
+            timeout=30,
+            explain=lambda: (self.function.reports(), self.log.read_text()),
+        )
 
-        try:
-            # When it starts: one report, to learn the policy
-            eventually(lambda: usage_function.calls, explain=seen)
-            path, first = usage_function.calls[0]
-            assert path == "/2015-03-31/functions/usage/invocations"
-            proof = parse_qs(urlsplit(first["callerIdentityUrl"]).query)
-            assert proof["Action"] == ["GetCallerIdentity"] and proof["X-Amz-Expires"] == ["60"]
-            assert "X-Amz-Signature" in proof
-            assert first["usage"] | {"observedAt": None} == {
-                "clients": 1, "lastInputAt": None, "lastWorkAt": None, "working": False,
-                "detachedSince": None, "observedAt": None, "sequence": 1,
-            }  # fmt: skip
+    def wait_stopped_reporting(self) -> None:
+        eventually(lambda: b"no longer live" in self.log.read_bytes(), explain=self.log.read_text)
 
-            # When the user types (past the settle window after attaching): a report with the input
-            eventually(lambda: time.time() >= attached.created + ATTACH_SETTLE_SECONDS + 0.05, timeout=10)
-            client.type(b"echo typed\r")
-            eventually(
-                lambda: any(r["lastInputAt"] for r in usage_function.reports()), timeout=30, explain=seen
-            )
+    def stop(self) -> int:
+        """SIGTERM, as ECS stops a task: the monitor exits 0 at once."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(10)
 
-            # When the last client leaves: one report after the grace, and the session is stopping
-            client.close()
-            eventually(
-                lambda: any(r["clients"] == 0 for r in usage_function.reports()), timeout=30, explain=seen
-            )
-            eventually(lambda: b"no longer live" in log.read_bytes(), explain=seen)
-        finally:
-            monitor.send_signal(signal.SIGTERM)
-            exit_code = monitor.wait(10)
-    finally:
-        client.close()
-        shell.close()
+    def reasons(self) -> list[str]:
+        logs = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+        assert {entry["service"] for entry in logs} == {"usage-monitor"}  # JSON lines, every one
+        return [entry["reason"] for entry in logs if entry["message"] == "usage reported"]
 
-    # Then exactly those three reports (attaching and the redraws never caused one), and SIGTERM is a clean stop
-    assert exit_code == 0
-    start, typed, detached = usage_function.reports()
+
+@pytest.fixture
+def user_shell(shared_dir: Path) -> Iterator[UserShell]:
+    started = UserShell(shared_dir, USER)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def monitors(shared_dir: Path, usage_function: UsageFunction) -> Iterator[Any]:
+    started: list[MonitorProcess] = []
+
+    def start(shell: UserShell) -> MonitorProcess:
+        started.append(monitor := MonitorProcess(shell, usage_function, shared_dir / "monitor.log"))
+        return monitor
+
+    yield start
+    for monitor in started:
+        if monitor.proc.poll() is None:
+            monitor.proc.kill()
+            monitor.proc.wait(10)
+
+
+def test_the_monitor_reports_at_start_after_typing_and_once_when_the_last_client_leaves(
+    user_shell: UserShell, clients: list[PtyClient], monitors: Any
+) -> None:
+    # Given the user's shell with a client attached that has not typed
+    clients.append(client := PtyClient(user_shell))
+    [attached] = eventually(user_shell.probe().clients)
+
+    # When the monitor starts: one report, to learn the policy
+    monitor = monitors(user_shell)
+    [(path, first)] = monitor.wait_for(lambda _: monitor.function.calls)
+    assert path == "/2015-03-31/functions/usage/invocations"
+    proof = parse_qs(urlsplit(first["callerIdentityUrl"]).query)
+    assert proof["Action"] == ["GetCallerIdentity"] and proof["X-Amz-Expires"] == ["60"]
+    assert "X-Amz-Signature" in proof
+    assert first["usage"] | {"observedAt": None} == {
+        "clients": 1, "lastInputAt": None, "lastWorkAt": None, "working": False,
+        "detachedSince": None, "observedAt": None, "sequence": 1,
+    }  # fmt: skip
+
+    # When the user types (past the settle window after attaching): a report with the input
+    eventually(lambda: time.time() >= attached.created + ATTACH_SETTLE_SECONDS + 0.05, timeout=10)
+    client.type(b"echo typed\r")
+    monitor.wait_for(lambda reports: any(r["lastInputAt"] for r in reports))
+
+    # When the last client leaves: one report after the grace, and the session is stopping
+    client.close()
+    monitor.wait_for(lambda reports: any(r["clients"] == 0 for r in reports))
+    monitor.wait_stopped_reporting()
+    assert monitor.stop() == 0
+
+    # Then exactly those three reports: attaching and the redraws never caused one
+    start, typed, detached = monitor.function.reports()
     assert [start["sequence"], typed["sequence"], detached["sequence"]] == [1, 2, 3]
     assert typed["clients"] == 1 and typed["lastInputAt"] >= start["observedAt"]
     assert detached["detachedSince"] is not None and detached["lastInputAt"] == typed["lastInputAt"]
-    logs = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    assert {entry["service"] for entry in logs} == {"usage-monitor"}
-    assert [e["reason"] for e in logs if e["message"] == "usage reported"] == ["start", "use", "detached"]
+    assert monitor.reasons() == ["start", "use", "detached"]
+
+
+def test_a_job_left_running_with_nobody_attached_keeps_the_session_until_it_ends(
+    user_shell: UserShell, monitors: Any
+) -> None:
+    # Given a busy job in the user's shell and nobody attached (started, then the terminal closed)
+    user_shell.tmux("send-keys", "-t", "=main:", "while :; do :; done", "Enter")
+
+    # When the monitor watches it past the grace: its work is use, and nothing ends the session
+    monitor = monitors(user_shell)
+    monitor.wait_for(lambda reports: sum(r["working"] for r in reports) >= 3)
+    assert not any(ends_session(r) for r in monitor.function.reports())
+
+    # When the job ends: one report that nothing is working, and the session stops
+    user_shell.tmux("send-keys", "-t", "=main:", "C-c", "")
+    monitor.wait_for(lambda reports: ends_session(reports[-1]))
+    monitor.wait_stopped_reporting()
+    assert monitor.stop() == 0
+
+    # Then the job's work was reported as use while it ran, and only the last report ends the session
+    # (a use report or a detachment report, whichever fell due first once the job had ended)
+    reports = monitor.function.reports()
+    assert reports[0]["clients"] == 0 and reports[0]["detachedSince"] == reports[0]["observedAt"]
+    assert all(r["working"] and r["lastWorkAt"] for r in reports[1:-1]) and len(reports) >= 4
+    assert [ends_session(r) for r in reports].count(True) == 1
+    reasons = monitor.reasons()
+    assert reasons[0] == "start" and set(reasons[1:-1]) == {"use"} and reasons[-1] in {"use", "detached"}
