@@ -1,0 +1,5 @@
+import sys
+
+from .entrypoint import main
+
+sys.exit(main())
