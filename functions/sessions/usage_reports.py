@@ -65,9 +65,13 @@ class UsageReports:
         return self.answer(session)
 
     def answer(self, session: Session) -> dict[str, Any]:
+        """What the monitor needs: whether to go on, its policy, and the time left to the idle deadline
+        (a duration, like the report's ages: the task's clock need not agree with this one)."""
+        left = (clock.parse(session.idle_deadline) - clock.now()).total_seconds()
         return {
             "status": session.status.value,
             "idleDeadline": session.idle_deadline,
+            "idleSecondsLeft": max(0, int(left)),
             "policy": {
                 "idlePolicy": session.idle_policy.value,
                 "idleTimeoutSeconds": session.idle_timeout_seconds,

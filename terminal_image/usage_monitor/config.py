@@ -24,6 +24,9 @@ class MonitorConfig:
     gid: int = 1000
     tmux_socket: str = "/tmp/cloudide-tmux/default"
     tmux_session: str = "main"
+    # Control-plane seconds per second of this task's clock: 1, except on the local stack's
+    # compressed clock (`cloudide local --time-scale`).
+    time_rate: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> MonitorConfig:
@@ -64,6 +67,7 @@ class MonitorConfig:
             gid=ident("CLOUDIDE_GID"),
             tmux_socket=socket,
             tmux_session=env.get("CLOUDIDE_TMUX_SESSION", "").strip() or cls.tmux_session,
+            time_rate=number("CLOUDIDE_TIME_RATE", cls.time_rate, 0.0, 10_000.0),
         )
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))

@@ -6,15 +6,18 @@ credentials, never the credentials themselves. No other task and no user can sig
 session, so no one can report use for a session that is not theirs.
 
 Request: ``{"callerIdentityUrl": url, "usage": Usage.payload(sequence)}``. Answer: ``{"policy":
-{"idlePolicy", "idleTimeoutSeconds", "disconnectGraceSeconds", "reportSeconds"}, "idleDeadline",
-"status"}``, or ``{"error", "message"}``. An answer out of that shape is a failed report, never a crash.
+{"idlePolicy", "idleTimeoutSeconds", "disconnectGraceSeconds", "reportSeconds"}, "idleSecondsLeft",
+"idleDeadline", "status"}``, or ``{"error", "message"}``. An answer out of that shape is a failed
+report, never a crash. Durations are the control plane's seconds; with a time `rate` other than 1 (the
+local stack's compressed clock) each is `rate` of them per second of this task's clock.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from workspace_sync.credentials import PROOF_SECONDS
@@ -33,7 +36,7 @@ class ReportFailed(RuntimeError):
 @dataclass(frozen=True)
 class Answer:
     policy: Policy
-    idle_deadline: float | None  # epoch seconds
+    idle_deadline: float | None  # epoch seconds of this task's clock
     status: str
 
     @property
@@ -41,7 +44,7 @@ class Answer:
         return self.status not in ENDED_STATUSES
 
     @classmethod
-    def parse(cls, body: Any) -> Answer:
+    def parse(cls, body: Any, *, now: float, rate: float = 1.0) -> Answer:
         if not isinstance(body, dict):
             raise ReportFailed(f"answer is not an object: {str(body)[:200]}")
         if "error" in body:
@@ -55,34 +58,26 @@ class Answer:
         except (KeyError, ValueError) as error:
             raise ReportFailed(f"answer's policy.idlePolicy is not work or input: {error}") from None
 
-        def seconds(name: str, low: int) -> int:
-            value = policy.get(name)
+        def seconds(name: str, low: int, value: Any) -> float:
             if type(value) is not int or value < low:
-                raise ReportFailed(f"answer's policy.{name} is not an integer >= {low}: {value!r}")
-            return value
+                raise ReportFailed(f"answer's {name} is not an integer >= {low}: {value!r}")
+            return value / rate
 
-        deadline = body.get("idleDeadline")
-        try:
-            idle_deadline = None if deadline is None else _epoch(deadline)
-        except (TypeError, ValueError):
-            raise ReportFailed(f"answer's idleDeadline is not an RFC 3339 time: {deadline!r}") from None
+        def limit(name: str, low: int) -> float:
+            return seconds(f"policy.{name}", low, policy.get(name))
+
+        left = body.get("idleSecondsLeft")
+        idle_deadline = None if left is None else now + seconds("idleSecondsLeft", 0, left)
         return cls(
             policy=Policy(
                 idle_policy=idle_policy,
-                idle_timeout_seconds=seconds("idleTimeoutSeconds", 1),
-                disconnect_grace_seconds=seconds("disconnectGraceSeconds", 0),
-                report_seconds=seconds("reportSeconds", 1),
+                idle_timeout_seconds=limit("idleTimeoutSeconds", 1),
+                disconnect_grace_seconds=limit("disconnectGraceSeconds", 0),
+                report_seconds=limit("reportSeconds", 1),
             ),
             idle_deadline=idle_deadline,
             status=status,
         )
-
-
-def _epoch(text: str) -> float:
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError("no time zone")
-    return moment.timestamp()
 
 
 def caller_identity_proof(sts: Any) -> str:
@@ -91,13 +86,26 @@ def caller_identity_proof(sts: Any) -> str:
 
 
 class ControlPlane:
-    def __init__(self, function_name: str, *, lambda_client: Any, sts_client: Any) -> None:
+    def __init__(
+        self,
+        function_name: str,
+        *,
+        lambda_client: Any,
+        sts_client: Any,
+        rate: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._function = function_name
         self._lambda = lambda_client
         self._sts = sts_client
+        self._rate = rate
+        self._clock = clock
 
     def report(self, usage: Usage, sequence: int) -> Answer:
-        request = {"callerIdentityUrl": caller_identity_proof(self._sts), "usage": usage.payload(sequence)}
+        request = {
+            "callerIdentityUrl": caller_identity_proof(self._sts),
+            "usage": usage.payload(sequence, rate=self._rate),
+        }
         reply = self._lambda.invoke(FunctionName=self._function, Payload=json.dumps(request).encode())
         raw = reply["Payload"].read(ANSWER_LIMIT + 1)
         if reply.get("FunctionError"):
@@ -108,4 +116,4 @@ class ControlPlane:
             body = json.loads(raw)
         except ValueError:
             raise ReportFailed(f"answer is not JSON: {raw[:200]!r}") from None
-        return Answer.parse(body)
+        return Answer.parse(body, now=self._clock(), rate=self._rate)

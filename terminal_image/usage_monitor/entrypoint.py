@@ -51,7 +51,10 @@ def main() -> int:
         setpriv=shutil.which("setpriv") or "/usr/bin/setpriv",
     )
     control_plane = ControlPlane(
-        config.report_function, lambda_client=lambda_client, sts_client=session.client("sts")
+        config.report_function,
+        lambda_client=lambda_client,
+        sts_client=session.client("sts"),
+        rate=config.time_rate,
     )
     monitor = Monitor(
         config, probe=probe, ledger=CpuLedger(config.uid), control_plane=control_plane, logger=logger

@@ -72,7 +72,8 @@ class Monitor:
         )
         self._logger.info(
             "usage reported",
-            extra={"reason": reason, "usage": usage.payload(self._sequence), "status": answer.status,
+            extra={"reason": reason, "usage": usage.payload(self._sequence, rate=self._config.time_rate),
+                   "status": answer.status,
                    "policy": answer.policy.idle_policy, "report_seconds": answer.policy.report_seconds},
         )  # fmt: skip
 

@@ -45,9 +45,9 @@ class Policy:
     """The session's policy; these defaults hold until the control plane's first answer."""
 
     idle_policy: IdlePolicy = IdlePolicy.WORK
-    idle_timeout_seconds: int = 1800
-    disconnect_grace_seconds: int = 300
-    report_seconds: int = 300
+    idle_timeout_seconds: float = 1800
+    disconnect_grace_seconds: float = 300
+    report_seconds: float = 300
 
 
 class ReportSchedule:

@@ -15,20 +15,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from .tmux import Client
 
 ATTACH_SETTLE_SECONDS = 2
 WORK_SAMPLES = 3
-
-
-def rfc3339(moment: float | None) -> str | None:
-    """Second precision, UTC, `Z`: the one timestamp shape the control plane stores and compares."""
-    if moment is None:
-        return None
-    return datetime.fromtimestamp(int(moment), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -47,14 +39,19 @@ class Usage:
     detached_since: float | None
     observed_at: float
 
-    def payload(self, sequence: int) -> dict[str, Any]:
+    def payload(self, sequence: int, *, rate: float = 1.0) -> dict[str, Any]:
+        """The report's `usage`: times as ages in the control plane's seconds (`rate` of them per second
+        here: 1, except on the local stack's compressed clock), so the two clocks need not agree."""
+
+        def age(moment: float | None) -> float | None:
+            return None if moment is None else round(max(0.0, self.observed_at - moment) * rate, 1)
+
         return {
             "clients": self.clients,
-            "lastInputAt": rfc3339(self.last_input_at),
-            "lastWorkAt": rfc3339(self.last_work_at),
+            "inputAgeSeconds": age(self.last_input_at),
+            "workAgeSeconds": age(self.last_work_at),
             "working": self.working,
-            "detachedSince": rfc3339(self.detached_since),
-            "observedAt": rfc3339(self.observed_at),
+            "detachedSeconds": age(self.detached_since),
             "sequence": sequence,
         }
 

@@ -19,7 +19,7 @@ from usage_monitor.cpu import CpuLedger
 from usage_monitor.monitor import Monitor
 from usage_monitor.schedule import IdlePolicy, Policy, Reason, ReportSchedule
 from usage_monitor.tmux import Client, TmuxProbe, parse_clients
-from usage_monitor.usage import Sample, Usage, UsageTracker, rfc3339
+from usage_monitor.usage import Sample, Usage, UsageTracker
 
 POLL = 10.0
 HOUR = 3600.0
@@ -292,19 +292,23 @@ def test_busy_means_a_share_of_one_cpu_over_the_sample() -> None:
     assert not idle.working and busy.working and busy.last_work_at == START + 20
 
 
-def test_the_payload_has_the_contracts_shape() -> None:
+def test_the_payload_has_the_contracts_shape_with_times_as_ages() -> None:
     usage = Usage(2, START + 1.7, None, True, None, START + 2.2)
+    detached = Usage(0, START, START + 1, False, START + 1.5, START + 4.0)
 
     assert usage.payload(7) == {
         "clients": 2,
-        "lastInputAt": "2026-12-04T16:00:01Z",
-        "lastWorkAt": None,
+        "inputAgeSeconds": 0.5,
+        "workAgeSeconds": None,
         "working": True,
-        "detachedSince": None,
-        "observedAt": "2026-12-04T16:00:02Z",
+        "detachedSeconds": None,
         "sequence": 7,
     }
-    assert rfc3339(START) == "2026-12-04T16:00:00Z"
+    # On the local stack's compressed clock (10 control-plane seconds per second here) ages scale
+    assert detached.payload(8, rate=10) | {"sequence": None} == {
+        "clients": 0, "inputAgeSeconds": 40.0, "workAgeSeconds": 30.0, "working": False,
+        "detachedSeconds": 25.0, "sequence": None,
+    }  # fmt: skip
 
 
 # --- the tmux output parser -------------------------------------------------------------------------
@@ -449,16 +453,19 @@ ANSWER = {
         "reportSeconds": 60,
     },
     "idleDeadline": "2026-12-04T16:10:00Z",
+    "idleSecondsLeft": 600,
     "status": "READY",
 }
 
 
 def test_an_answer_sets_the_policy_and_the_deadline() -> None:
-    answer = Answer.parse(ANSWER)
+    answer = Answer.parse(ANSWER, now=START)
+    compressed = Answer.parse(ANSWER, now=START, rate=10)
 
     assert answer.policy == Policy(IdlePolicy.INPUT, 600, 0, 60)
     assert answer.idle_deadline == START + 600 and answer.live
-    assert not Answer.parse({**ANSWER, "status": "STOPPING"}).live
+    assert compressed.policy == Policy(IdlePolicy.INPUT, 60, 0, 6) and compressed.idle_deadline == START + 60
+    assert not Answer.parse({**ANSWER, "status": "STOPPING"}, now=START).live
 
 
 @pytest.mark.parametrize(
@@ -475,13 +482,13 @@ def test_an_answer_sets_the_policy_and_the_deadline() -> None:
             {**ANSWER, "policy": {**ANSWER["policy"], "disconnectGraceSeconds": True}},
             "disconnectGraceSeconds",
         ),
-        ({**ANSWER, "idleDeadline": "tomorrow"}, "idleDeadline"),
-        ({**ANSWER, "idleDeadline": "2026-12-04T16:10:00"}, "idleDeadline"),  # no zone: ambiguous
+        ({**ANSWER, "idleSecondsLeft": "tomorrow"}, "idleSecondsLeft"),
+        ({**ANSWER, "idleSecondsLeft": -1}, "idleSecondsLeft"),
     ],
 )
 def test_an_answer_out_of_contract_is_a_failed_report(body: Any, names: str) -> None:
     with pytest.raises(ReportFailed, match=names):
-        Answer.parse(body)
+        Answer.parse(body, now=START)
 
 
 def test_the_configuration_names_every_bad_setting() -> None:
@@ -550,8 +557,6 @@ def test_a_refused_or_broken_report_is_retried_after_the_backoff() -> None:
 
     # Tried at 0 (refused), at 1 poll (failed), and after two more polls (answered): never each poll.
     assert [request["usage"]["sequence"] for request in lambda_client.requests] == [1, 2, 3]
-    assert [request["usage"]["observedAt"] for request in lambda_client.requests] == [
-        rfc3339(START), rfc3339(START + POLL), rfc3339(START + 3 * POLL)
-    ]  # fmt: skip
+    assert [request["usage"]["detachedSeconds"] for request in lambda_client.requests] == [0, POLL, 3 * POLL]
     assert lambda_client.requests[0]["callerIdentityUrl"].endswith("X-Amz-Expires=60")
-    assert monitor.schedule.policy == Answer.parse(ANSWER).policy
+    assert monitor.schedule.policy == Answer.parse(ANSWER, now=START).policy
