@@ -2,8 +2,8 @@
 
 The workflow runs on moto with every duration scaled (`wait_scale`) and the handlers' clock moved at
 the same rate, so an 8-hour session takes seconds. Counted: state transitions (states entered plus
-retries, which AWS bills alike) and Lambda invocations (workflow steps, task events, and the API calls
-the IDE makes). Prices: us-east-1 list prices (docs/aws-facts.md and the services' pricing pages).
+retries, which AWS bills alike) and Lambda invocations (workflow steps, task events, the task's usage
+reports, and the API calls the IDE makes). Prices: us-east-1 list prices (docs/aws-facts.md and the services' pricing pages).
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ from typing import Any
 from unittest import mock
 
 from sessions import clock
-from sessions.callbacks import WorkflowCallbacks
 from sessions.config import Settings
-from sessions.ecs_tasks import EcsTasks
-from sessions.lifecycle import Lifecycle
 from sessions.record import Session, Status
 from sessions.store import SessionStore
 
@@ -24,12 +21,13 @@ from cloudide.offline import moto_fixes
 from cloudide.offline.clock import ScaledClock
 from cloudide.offline.fargate import FakeFargate, TaskScript
 from cloudide.offline.stack import OfflineAws
+from cloudide.offline.task_reports import TaskReporter
 
 SCALE = 1 / 1200  # one virtual hour passes in 3 s
 IDLE_MINUTES = 15
-# Reports of use while active: one a minute, the pace the terminal clients kept before the task took
-# over reporting its own use (issue 13); an upper bound until the usage monitor's pace is measured.
-ACTIVITY_EVERY_MINUTES = 1.0
+# While in use, the task's usage monitor reports at most once per UsageReportMinutes (the template's
+# default); bench/usage.py measures that it does (reports_per_active_hour).
+REPORT_EVERY_MINUTES = 5.0
 
 PRICE_TRANSITION = 0.000025  # Standard workflows, per state transition
 PRICE_LAMBDA_REQUEST = 0.20 / 1e6
@@ -48,11 +46,11 @@ def _lambda_cost(invocations: int) -> float:
 def _simulate(
     aws: OfflineAws,
     store: SessionStore,
-    lifecycle: Lifecycle,
     virtual_clock: ScaledClock,
     active_hours: float,
 ) -> dict[str, Any]:
-    """A session used for `active_hours`, its use reported as in `ACTIVITY_EVERY_MINUTES`, then left idle until it stops."""
+    """A session used for `active_hours`, its use reported by its task every `REPORT_EVERY_MINUTES`, then
+    left idle until it stops."""
     stack = aws.stack
     assert stack is not None
     invocations = {"count": 0}
@@ -96,13 +94,12 @@ def _simulate(
             time.sleep(0.01)
         api_calls += 1 + int(time.monotonic() - started)  # the IDE polls GET /sessions/{id} once a second
         api_calls += 1  # POST /connect
-        reports = int(active_hours * 60 / ACTIVITY_EVERY_MINUTES)
-        for _ in range(reports):
-            time.sleep(ACTIVITY_EVERY_MINUTES * 60 * SCALE)
-            touched = store.touch_activity(session.session_id, coalesce_seconds=20)
-            if touched is not None:
-                lifecycle.heartbeat(touched)
-        api_calls += reports
+        assert current.task_arn
+        monitor = TaskReporter(aws, current.task_arn)
+        monitor.report(clients=1)  # the monitor's start report
+        for _ in range(int(active_hours * 60 / REPORT_EVERY_MINUTES)):
+            time.sleep(REPORT_EVERY_MINUTES * 60 * SCALE)
+            monitor.report(clients=1, input_age=0)
         while sfn.describe_execution(executionArn=execution)["status"] == "RUNNING":
             time.sleep(0.05)
     history = sfn.get_execution_history(executionArn=execution, maxResults=1000)["events"]
@@ -145,9 +142,8 @@ def run() -> dict[str, Any]:
             SESSIONS_TABLE=stack.outputs["SessionsTableName"], CLUSTER_ARN=stack.outputs["ClusterName"]
         )
         store = SessionStore(settings.sessions_table)
-        lifecycle = Lifecycle(settings, store, EcsTasks(settings), WorkflowCallbacks())
-        one_hour = _simulate(aws, store, lifecycle, virtual_clock, 1)
-        eight_hours = _simulate(aws, store, lifecycle, virtual_clock, 8)
+        one_hour = _simulate(aws, store, virtual_clock, 1)
+        eight_hours = _simulate(aws, store, virtual_clock, 8)
         fargate.close()
     fargate_per_hour = 0.25 * FARGATE_ARM_VCPU_H + 0.5 * FARGATE_ARM_GB_H
     per_hour_8h = eight_hours["cost_usd"] / eight_hours["session_hours"]

@@ -33,7 +33,7 @@ class TaskReporter:
 
     def __init__(self, aws: OfflineAws, task_arn: str) -> None:
         assert aws.stack is not None, "deploy the template first"
-        self._lambda = aws.client("lambda")
+        self._lambda: Any = aws.client("lambda")
         self._function = aws.stack.physical_id("UsageReportFunction")
         environment = self._lambda.get_function_configuration(FunctionName=self._function)["Environment"]
         self._task_role_arn = environment["Variables"]["TASK_ROLE_ARN"]
@@ -50,14 +50,19 @@ class TaskReporter:
         detached: float | None = None,
     ) -> dict[str, Any]:
         self._sequence += 1
-        usage = {
-            "clients": clients,
-            "inputAgeSeconds": input_age,
-            "workAgeSeconds": work_age,
-            "working": working,
-            "detachedSeconds": detached,
-            "sequence": self._sequence,
-        }
+        return self.send(
+            {
+                "clients": clients,
+                "inputAgeSeconds": input_age,
+                "workAgeSeconds": work_age,
+                "working": working,
+                "detachedSeconds": detached,
+                "sequence": self._sequence,
+            }
+        )
+
+    def send(self, usage: dict[str, Any]) -> dict[str, Any]:
+        """One report's `usage` as the monitor builds it (usage_monitor.usage.Usage.payload)."""
         proof = f"{_PLAYED_STS}?Action=GetCallerIdentity&Version=2011-06-15&X-Amz-Credential={self._task_id}"
         with self._played_sts():
             reply = self._lambda.invoke(
