@@ -33,9 +33,11 @@ class TaskReporter:
 
     def __init__(self, aws: OfflineAws, task_arn: str) -> None:
         assert aws.stack is not None, "deploy the template first"
-        self._lambda: Any = aws.client("lambda")
+        lambda_client: Any = aws.client("lambda")
+        self._lambda = lambda_client
         self._function = aws.stack.physical_id("UsageReportFunction")
-        environment = self._lambda.get_function_configuration(FunctionName=self._function)["Environment"]
+        configuration = lambda_client.get_function_configuration(FunctionName=self._function)
+        environment = configuration["Environment"]
         self._task_role_arn = environment["Variables"]["TASK_ROLE_ARN"]
         self._task_id = task_arn.rsplit("/", 1)[-1]
         self._sequence = 0
