@@ -21,7 +21,7 @@ from cloudide.offline import moto_fixes
 from cloudide.offline.clock import ScaledClock
 from cloudide.offline.fargate import FakeFargate, TaskScript
 from cloudide.offline.stack import OfflineAws
-from cloudide.offline.task_reports import TaskReporter
+from cloudide.offline.task_reports import TaskReporter, played_sts
 
 SCALE = 1 / 1200  # one virtual hour passes in 3 s
 IDLE_MINUTES = 15
@@ -131,6 +131,7 @@ def run() -> dict[str, Any]:
         OfflineAws("template.yaml", parameters={"TerminalImageUri": "local/terminal:bench"}) as aws,
         mock.patch.object(clock, "now", virtual_clock.now),
         mock.patch.dict("os.environ", {"AGENT_POLL_SECONDS": "0"}),
+        played_sts(),
     ):
         stack = aws.stack
         assert stack is not None

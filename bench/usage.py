@@ -33,7 +33,7 @@ from cloudide.offline import moto_fixes
 from cloudide.offline.clock import ScaledClock
 from cloudide.offline.fargate import FakeFargate, TaskScript
 from cloudide.offline.stack import OfflineAws
-from cloudide.offline.task_reports import TaskReporter
+from cloudide.offline.task_reports import TaskReporter, played_sts
 
 RATE = 60.0  # virtual seconds per real second
 POLL_SECONDS = 10.0  # the monitor's default poll
@@ -183,6 +183,7 @@ def run() -> dict[str, Any]:
         OfflineAws("template.yaml", parameters={"TerminalImageUri": "local/terminal:bench"}) as aws,
         mock.patch.object(clock, "precise_now", virtual.precise_now),
         mock.patch.dict("os.environ", {"AGENT_POLL_SECONDS": "0"}),
+        played_sts(),
     ):
         assert aws.stack is not None
         quick = TaskScript(pending_delay=0.01, running_delay=0.01, stop_delay=0.0)

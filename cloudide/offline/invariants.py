@@ -3,6 +3,7 @@
 - no running task without a live session record that names it;
 - no live session record without a running task (a session still waiting for its first task excepted);
 - every ended record says why, and no workflow callback is left parked on it;
+- a session stopped for idleness began stopping at most a minute after its idle deadline;
 - every file the user saved is in S3 (for the tests that run the sync agent).
 
 An independent oracle on purpose: it shares nothing with the code it judges (not even the record
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from cloudide.offline.waiting import eventually
 
 ENDED = ("STOPPED", "FAILED")
 TASK_GROUP = "cloudide-terminals"
+IDLE_STOP_LATE_SECONDS = 60
 
 
 def session_violations(ecs: Any, cluster: str, table: Any, session_ids: Iterable[str]) -> list[str]:
@@ -52,11 +55,29 @@ def session_violations(ecs: Any, cluster: str, table: Any, session_ids: Iterable
                 problems.append(f"session {session_id} ended {item['status']} without a reason")
             if item.get("waitToken"):
                 problems.append(f"session {session_id} ended with a workflow callback still parked")
+            problems += _late_idle_stop(session_id, item)
         elif item["status"] != "PROVISIONING" and item.get("taskArn") not in running:
             problems.append(
                 f"session {session_id} is {item['status']} but its task {item.get('taskArn')} is not running"
             )
     return problems
+
+
+def _late_idle_stop(session_id: str, item: dict[str, Any]) -> list[str]:
+    """Paying only while used: a session stopped for idleness began stopping within IDLE_STOP_LATE_SECONDS
+    of its idle deadline (which only use moves: sessions/usage.py)."""
+    if not str(item.get("statusReason", "")).startswith("idle for") or "stoppingAt" not in item:
+        return []
+    late = (_time(item["stoppingAt"]) - _time(item["idleDeadline"])).total_seconds()
+    if late <= IDLE_STOP_LATE_SECONDS:
+        return []
+    return [
+        f"session {session_id} began stopping {late:.0f} s after its idle deadline {item['idleDeadline']}"
+    ]
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def missing_files(s3: Any, bucket: str, prefix: str, saved: dict[str, bytes]) -> list[str]:

@@ -320,6 +320,7 @@ class Lifecycle:
                     reason=reason,
                     end_status=end,
                     task_arn=task_arns[0],
+                    stopping_at=clock.rfc3339(clock.now()),
                 )
         for arn in task_arns:
             self._tasks.stop(arn, reason)

@@ -112,6 +112,7 @@ class SessionView(BaseModel):
     # From the task's last usage report: tmux clients attached, and when it reported.
     clients_attached: int | None = Field(None, alias="clientsAttached")
     last_report_at: str | None = Field(None, alias="lastReportAt")
+    stopping_at: str | None = Field(None, alias="stoppingAt", description="When the session began to stop")
     stopped_at: str | None = Field(None, alias="stoppedAt")
     # Facts observed about the session's own ECS task (from its task-state events and DescribeTasks).
     task_status: TaskStatus | None = Field(None, alias="taskStatus")

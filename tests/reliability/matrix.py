@@ -11,6 +11,7 @@ RACES = "tests/workflow/test_races.py"
 OWNERSHIP = "tests/workflow/test_task_ownership.py"
 FAULTS = "tests/reliability/test_faults.py"
 WORKSPACE = "tests/reliability/test_workspace_faults.py"
+USAGE = "tests/workflow/test_usage.py"
 
 FAULT_MATRIX: dict[str, str] = {
     "capacity failure then success": f"{PATHS}::test_capacity_failures_then_success_on_retry",
@@ -34,6 +35,21 @@ FAULT_MATRIX: dict[str, str] = {
     ),
     "stray task with the session's startedBy (stopped; the session stays READY on its own task)": (
         f"{OWNERSHIP}::test_a_stray_task_is_stopped_and_the_session_stays_ready_on_its_own_task"
+    ),
+    "an ECS Exec idle cut every minute for an idle attached client (it stops at its idle timeout)": (
+        f"{USAGE}::test_an_open_terminal_nobody_types_in_stops_at_its_idle_timeout"
+    ),
+    "a client that dies without closing (stops after the disconnect grace)": (
+        f"{USAGE}::test_a_closed_terminal_stops_after_the_disconnect_grace"
+    ),
+    "a job running with no client (kept under work until it ends)": (
+        f"{USAGE}::test_under_work_a_job_without_a_client_keeps_the_session_until_it_ends"
+    ),
+    "a silent job with a client (kept under work, stopped on time under input)": (
+        f"{USAGE}::test_under_work_a_silent_job_in_an_attached_terminal_keeps_it"
+    ),
+    "a usage report from another task (refused)": (
+        f"{USAGE}::test_a_report_from_a_task_that_is_not_the_sessions_own_is_refused"
     ),
     "lost STOPPED event (the reconciler repairs it)": f"{FAULTS}::test_lost_stopped_event_is_repaired_by_the_reconciler",
     "workflow execution aborted externally (the reconciler stops the task)": (

@@ -79,6 +79,7 @@ def full_record(**fields: Any) -> Session:
         "disconnectGraceSeconds": 300,
         "clientsAttached": 0,
         "lastReportAt": "2026-01-01T10:09:00Z",
+        "stoppingAt": "2026-01-01T10:10:01Z",
         "stoppedAt": "2026-01-01T10:10:30Z",
         "taskStatus": "STOPPED",
         "stopCode": "UserInitiated",

@@ -9,17 +9,21 @@ each kind of report does to the session, its deadline and the workflow.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
 
 import pytest
 from sessions import clock
+from sessions.config import Settings
+from sessions.ecs_tasks import EcsTasks
+from sessions.errors import Conflict
 from sessions.record import Session, Status
+from sessions.service import SessionService
 from sessions.usage import HEARTBEAT_LAG_SECONDS, IdlePolicy
 
 from cloudide.offline import moto_fixes
-from cloudide.offline.task_reports import TaskReporter
+from cloudide.offline.task_reports import TaskReporter, played_sts
 from tests.workflow.conftest import Offline
 
 RATE = 10.0  # virtual seconds per real second
@@ -32,7 +36,7 @@ LATE_SECONDS = 60
 @pytest.fixture
 def fast(offline: Offline) -> Iterator[Offline]:
     offline.clock.set_rate(RATE)
-    with moto_fixes.SETTINGS.scoped(wait_scale=1 / RATE):
+    with moto_fixes.SETTINGS.scoped(wait_scale=1 / RATE), played_sts():
         yield offline
 
 
@@ -53,36 +57,37 @@ def virtual_pause(offline: Offline, seconds: float) -> None:
         time.sleep(0.05)
 
 
-def ended_after(offline: Offline, session_id: str, execution: str) -> tuple[Session, float]:
-    """The ended record, and how long after its idle deadline the workflow decided to stop it."""
-    assert offline.wait_execution(execution, timeout=60)["status"] == "SUCCEEDED"
-    ended = offline.assert_invariants(session_id)
-    stopping = _stopping_at(offline, execution)
-    return ended, (stopping - clock.parse(ended.idle_deadline)).total_seconds()
+def late(ended: Session) -> float:
+    """How long after its idle deadline the session began to stop."""
+    return (clock.parse(ended.stopping_at or "") - clock.parse(ended.idle_deadline)).total_seconds()
 
 
-def _stopping_at(offline: Offline, execution: str) -> datetime:
-    """Virtual time at which the workflow entered its Stop state (the history has real time)."""
-    [stop] = [
-        event["timestamp"]
-        for event in offline.history(execution)
-        if event.get("stateEnteredEventDetails", {}).get("name") == "Stop"
-    ]
-    real_ago = (datetime.now(stop.tzinfo) - stop).total_seconds()
-    return offline.clock.precise_now() - timedelta(seconds=real_ago * RATE)
+def connect(offline: Offline, session_id: str, replaces: str | None = None) -> str:
+    """The API's connect, as the IDE calls it (again after each ECS Exec idle cut): an exec session id."""
+    settings = Settings(SESSIONS_TABLE=offline.table_name, CLUSTER_ARN=offline.cluster)
+    service = SessionService(settings, offline.store, offline.lifecycle, EcsTasks(settings))
+    return service.connect("user-1", session_id, replaces=replaces)["sessionId"]
 
 
 def test_an_open_terminal_nobody_types_in_stops_at_its_idle_timeout(fast: Offline) -> None:
     # Given a terminal with a client attached, whose monitor reported once at start and then saw no
-    # keystroke (ECS Exec's idle cuts and the client's reconnects are not use: nothing more is reported)
+    # keystroke: ECS Exec cuts the idle channel every (virtual) minute and the client connects again,
+    # which is not use, so the monitor reports nothing more
     session, execution, monitor = ready_session(fast)
+    channel = connect(fast, session.session_id)
     answer = monitor.report(clients=1)
     assert answer["idleDeadline"] == session.idle_deadline, "attaching is not use"
+    while fast.store.require(session.session_id).status is Status.READY:
+        virtual_pause(fast, 60)
+        with contextlib.suppress(Conflict):  # the session began to stop meanwhile
+            channel = connect(fast, session.session_id, replaces=channel)
 
     # Then it stops at its idle deadline, not later than a minute past it
-    ended, late = ended_after(fast, session.session_id, execution)
+    assert fast.wait_execution(execution, timeout=60)["status"] == "SUCCEEDED"
+    ended = fast.assert_invariants(session.session_id)
     assert (ended.status, ended.status_reason) == (Status.STOPPED, "idle for 2 min")
-    assert 0 <= late <= LATE_SECONDS, late
+    assert ended.idle_deadline == session.idle_deadline, "the reconnects moved nothing"
+    assert 0 <= late(ended) <= LATE_SECONDS, late(ended)
     assert ended.clients_attached == 1
 
 
@@ -101,11 +106,12 @@ def test_typing_keeps_the_session_and_it_stops_an_idle_timeout_after_the_last_ke
     virtual_pause(fast, HEARTBEAT_LAG_SECONDS + 15)
     answer = monitor.report(clients=1, input_age=HEARTBEAT_LAG_SECONDS + 15)
 
-    ended, late = ended_after(fast, session.session_id, execution)
+    assert fast.wait_execution(execution, timeout=60)["status"] == "SUCCEEDED"
+    ended = fast.assert_invariants(session.session_id)
     assert answer["idleDeadline"] == ended.idle_deadline
     assert (ended.status, ended.status_reason) == (Status.STOPPED, "idle for 2 min")
     assert abs((clock.parse(ended.last_activity_at) - last_keystroke).total_seconds()) <= 2
-    assert 0 <= late <= LATE_SECONDS, late
+    assert 0 <= late(ended) <= LATE_SECONDS, late(ended)
     states = fast.states_entered(execution)
     assert states.count("Evaluate") >= 1 and states[-2:] == ["StopOrWatch", "Stop"]
 
@@ -143,18 +149,33 @@ def test_under_work_a_job_without_a_client_keeps_the_session_until_it_ends(fast:
     assert (ended.status, ended.status_reason) == (Status.STOPPED, "no client attached for 1 min")
 
 
+def test_under_work_a_silent_job_in_an_attached_terminal_keeps_it(fast: Offline) -> None:
+    session, execution, monitor = ready_session(fast, IdlePolicy.WORK)
+    # A long test run prints nothing and nobody types, past the idle timeout: its CPU is use under `work`
+    started = fast.clock.now()
+    while (fast.clock.now() - started).total_seconds() < IDLE_SECONDS * 1.2:
+        monitor.report(clients=1, working=True, work_age=0)
+        virtual_pause(fast, 40)
+
+    assert fast.store.require(session.session_id).status is Status.READY, "the silent job kept its terminal"
+    fast.lifecycle.request_stop(session.session_id, "user")
+    assert fast.wait_execution(execution, timeout=60)["status"] == "SUCCEEDED"
+    fast.check_invariants()
+
+
 def test_under_input_a_busy_terminal_nobody_types_in_stops_on_time(fast: Offline) -> None:
     session, execution, monitor = ready_session(fast, IdlePolicy.INPUT)
-    # A job burns CPU in an attached terminal nobody types in: under `input` that is not use
+    # The same silent job: under `input` its CPU is not use
     started = fast.clock.now()
     while fast.store.require(session.session_id).status is Status.READY:
         monitor.report(clients=1, working=True, work_age=0)
         virtual_pause(fast, 40)
         assert (fast.clock.now() - started).total_seconds() < IDLE_SECONDS * 3, "it never stopped"
 
-    ended, late = ended_after(fast, session.session_id, execution)
+    assert fast.wait_execution(execution, timeout=60)["status"] == "SUCCEEDED"
+    ended = fast.assert_invariants(session.session_id)
     assert (ended.status, ended.status_reason) == (Status.STOPPED, "idle for 2 min")
-    assert 0 <= late <= LATE_SECONDS, late
+    assert 0 <= late(ended) <= LATE_SECONDS, late(ended)
 
 
 def test_a_report_from_a_task_that_is_not_the_sessions_own_is_refused(fast: Offline) -> None:
